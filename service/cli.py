@@ -1,0 +1,116 @@
+"""`paretorm` console script. Subcommands import their heavy modules lazily, so `--help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+# flag name -> ServiceSettings field; flags left out keep the PARETORM_* environment or the default.
+_SERVE_FLAGS: dict[str, dict[str, object]] = {
+    "model": {"help": "checkpoint directory (ArmoRM layout or sequence classifier); default: embedded model"},
+    "host": {"help": "bind address (default 127.0.0.1)"},
+    "port": {"type": int, "help": "port (default 8000)"},
+    "dtype": {"choices": ["float32", "bfloat16", "float16"], "help": "backbone dtype (default float32)"},
+    "device": {"help": "torch device: cpu, cuda, cuda:N (default cpu)"},
+    "backend": {"choices": ["transformers", "vllm"], "help": "backbone engine (default transformers)"},
+    "cache_dir": {"help": "where the embedded default model is built and cached"},
+    "max_input_tokens": {"type": int, "help": "most tokens per conversation"},
+    "truncation": {"choices": ["error", "left"], "help": "over the limit: 413, or cut the prompt from the left"},
+    "max_items_per_request": {"type": int, "help": "most conversations per request"},
+    "max_body_bytes": {"type": int, "help": "largest request body"},
+    "max_batch_tokens": {"type": int, "help": "padded tokens per forward pass"},
+    "max_batch_items": {"type": int, "help": "conversations per forward pass"},
+    "max_queue_tokens": {"type": int, "help": "tokens allowed to wait; beyond: 429"},
+    "batch_wait_ms": {"type": float, "help": "how long to wait for more requests to batch"},
+    "api_keys": {"help": "comma-separated API keys (prefer the PARETORM_API_KEYS environment variable)"},
+    "drain_timeout_s": {"type": float, "help": "on SIGTERM, how long to finish accepted work"},
+    "log_level": {"choices": ["debug", "info", "warning", "error"]},
+}
+
+
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="run the reward service")
+    for name, options in _SERVE_FLAGS.items():
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **options)  # type: ignore[arg-type]
+    parser.add_argument("--allow-pickle", dest="allow_pickle", action="store_true", default=None,
+                        help="allow pickle .bin weights (unsafe: only for checkpoints you trust)")
+    parser.add_argument("--no-share-prompts", dest="share_prompts", action="store_false", default=None,
+                        help="compute every conversation's prompt separately")
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from service.server import serve
+    from service.settings import ServiceSettings
+
+    overrides = {key: value for key, value in vars(args).items() if key not in {"run", "command"} and value is not None}
+    try:
+        settings = ServiceSettings(**overrides)
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"]) or "settings"
+            print(f"paretorm serve: {field}: {problem['msg']}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+def _add_fit(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("fit", help="fit ArmoRM heads (stage 1, debiasing, stage 2) on a backbone",
+                                   add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args: argparse.Namespace) -> int:
+        from service.fitting.cli import add_fit_arguments, run_fit
+
+        fit_parser = argparse.ArgumentParser(prog="paretorm fit", description="Fit ArmoRM heads on a backbone.")
+        add_fit_arguments(fit_parser)
+        return int(run_fit(fit_parser.parse_args(args.rest)) or 0)
+
+    parser.set_defaults(run=run)
+
+
+def _add_augment(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("augment", help="MAPL: augment a preference JSONL with instruction pairs",
+                                   add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args: argparse.Namespace) -> int:
+        from service.objectives.mapl_cli import main
+
+        return int(main(args.rest) or 0)
+
+    parser.set_defaults(run=run)
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="side-by-side throughput benchmark", add_help=False)
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args: argparse.Namespace) -> int:
+        from service.bench.cli import main
+
+        return int(main(args.rest) or 0)
+
+    parser.set_defaults(run=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="paretorm", description="Multi-objective reward model serving.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_serve(subparsers)
+    _add_fit(subparsers)
+    _add_augment(subparsers)
+    _add_bench(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""Cross-request batcher: one queue for every client, one worker thread for the model.
+
+Contract:
+- `submit` enqueues a request's conversations and returns their scores in order. It refuses work at once
+  (429) when the tokens waiting would exceed `max_queue_tokens`, and (503) once draining has begun.
+- A single loop task plans batches (`planning.plan_batch`: token budget, item cap, length-sorted, shared
+  prompts kept together) and runs each on a one-thread executor, so the event loop stays free while the
+  model computes and forwards never overlap.
+- A conversation whose request was abandoned (deadline passed, client gone) is dropped before it reaches
+  the model; a batch that fails hands the exception to every request in it and the loop carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from service import metrics
+from service.engine.planning import plan_batch
+from service.engine.transformers_backend import ScoringBackend
+from service.engine.types import EncodedConversation, ScoreRow, ScoreRows
+from service.errors import NotReady, Overloaded
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Request:
+    """One `submit` call: its conversations' results arrive here."""
+
+    future: asyncio.Future[list[ScoreRow]]
+    size: int
+    rows: list[ScoreRow | None]
+    remaining: int
+    queue_seconds: float = 0.0
+    compute_seconds: float = 0.0
+
+    @property
+    def abandoned(self) -> bool:
+        return self.future.done()
+
+
+@dataclass(slots=True)
+class _Pending:
+    conversation: EncodedConversation
+    request: _Request
+    position: int
+    enqueued_at: float = field(default_factory=time.perf_counter)
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    rows: list[ScoreRow]
+    queue_ms: float
+    compute_ms: float
+
+
+class Batcher:
+    def __init__(
+        self,
+        backend: ScoringBackend,
+        *,
+        max_batch_tokens: int,
+        max_batch_items: int,
+        max_queue_tokens: int,
+        batch_wait_ms: float,
+        share_prompts: bool,
+    ) -> None:
+        self._backend = backend
+        self._max_batch_tokens = max_batch_tokens
+        self._max_batch_items = max_batch_items
+        self._max_queue_tokens = max_queue_tokens
+        self._batch_wait_s = batch_wait_ms / 1000
+        self._share_prompts = share_prompts
+        self._waiting: list[_Pending] = []
+        self._queued_tokens = 0
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paretorm-model")
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._busy = False
+        self._recent_items_per_s = 0.0
+
+    @property
+    def queued_items(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    @property
+    def idle(self) -> bool:
+        return not self._waiting and not self._busy
+
+    def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="paretorm-batcher")
+
+    def run_now(self, conversations: Sequence[EncodedConversation]) -> ScoreRows:
+        """Run a batch synchronously on the caller's thread (start-up warm-up only)."""
+        return self._backend.run(conversations)
+
+    async def submit(self, conversations: Sequence[EncodedConversation]) -> SubmitResult:
+        if self._closing:
+            raise NotReady("the service is draining for shutdown; retry on another replica", retry_after_s=1)
+        if not conversations:
+            return SubmitResult(rows=[], queue_ms=0.0, compute_ms=0.0)
+        tokens = sum(conversation.num_tokens for conversation in conversations)
+        if self._queued_tokens + tokens > self._max_queue_tokens:
+            metrics.REJECTED.labels(reason="queue_full").inc()
+            raise Overloaded(
+                f"the queue is full ({self._queued_tokens} tokens waiting, limit {self._max_queue_tokens}; "
+                f"this request adds {tokens}); retry after the Retry-After delay or send smaller requests",
+                retry_after_s=self._estimated_wait_s(),
+            )
+        loop = asyncio.get_running_loop()
+        request = _Request(future=loop.create_future(), size=len(conversations),
+                           rows=[None] * len(conversations), remaining=len(conversations))
+        now = time.perf_counter()
+        self._waiting.extend(
+            _Pending(conversation, request, position, now) for position, conversation in enumerate(conversations)
+        )
+        self._queued_tokens += tokens
+        self._publish_queue()
+        self._wakeup.set()
+        try:
+            rows = await request.future
+        finally:
+            if not request.future.done():
+                request.future.cancel()  # deadline or disconnect: drop what has not run yet
+        return SubmitResult(rows=rows, queue_ms=request.queue_seconds * 1000, compute_ms=request.compute_seconds * 1000)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Stop taking work and wait for what was accepted to finish; True when everything finished."""
+        self._closing = True
+        deadline = time.monotonic() + timeout_s
+        while not self.idle and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return self.idle
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            try:
+                await self._loop_task
+            except asyncio.CancelledError:
+                pass
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            if self._batch_wait_s and len(self._waiting) < self._max_batch_items:
+                await asyncio.sleep(self._batch_wait_s)
+            self._drop_abandoned()
+            if not self._waiting:
+                self._wakeup.clear()
+                continue
+            batch = self._take_batch()
+            started = time.perf_counter()
+            self._busy = True
+            try:
+                rows = await loop.run_in_executor(self._executor, self._backend.run, [p.conversation for p in batch])
+            except Exception as error:  # a failing batch fails its requests, never the loop
+                logger.exception("forward pass failed for a batch of %d conversations", len(batch))
+                for pending in batch:
+                    if not pending.request.future.done():
+                        pending.request.future.set_exception(error)
+                continue
+            finally:
+                self._busy = False
+            self._deliver(batch, rows, started, time.perf_counter())
+
+    def _take_batch(self) -> list[_Pending]:
+        chosen = plan_batch(
+            [pending.conversation for pending in self._waiting],
+            max_batch_tokens=self._max_batch_tokens,
+            max_batch_items=self._max_batch_items,
+            share_prompts=self._share_prompts,
+        )
+        chosen_set = set(chosen)
+        batch = [self._waiting[i] for i in chosen]
+        self._waiting = [pending for i, pending in enumerate(self._waiting) if i not in chosen_set]
+        self._queued_tokens -= sum(pending.conversation.num_tokens for pending in batch)
+        self._publish_queue()
+        return batch
+
+    def _drop_abandoned(self) -> None:
+        kept = [pending for pending in self._waiting if not pending.request.abandoned]
+        if len(kept) != len(self._waiting):
+            metrics.DROPPED.inc(len(self._waiting) - len(kept))
+            self._waiting = kept
+            self._queued_tokens = sum(pending.conversation.num_tokens for pending in kept)
+            self._publish_queue()
+
+    def _deliver(self, batch: list[_Pending], rows: ScoreRows, started: float, finished: float) -> None:
+        elapsed = finished - started
+        real_tokens = sum(pending.conversation.num_tokens for pending in batch)
+        metrics.observe_batch(len(batch), real_tokens, rows.computed_tokens, elapsed)
+        self._recent_items_per_s = 0.8 * self._recent_items_per_s + 0.2 * (len(batch) / max(elapsed, 1e-6))
+        for request in {id(pending.request): pending.request for pending in batch}.values():
+            request.compute_seconds += elapsed
+        for index, pending in enumerate(batch):
+            request = pending.request
+            metrics.STAGE_SECONDS.labels(stage="queue").observe(started - pending.enqueued_at)
+            if request.abandoned:
+                continue
+            request.rows[pending.position] = rows.take(index)
+            request.queue_seconds = max(request.queue_seconds, started - pending.enqueued_at)
+            request.remaining -= 1
+            if request.remaining == 0:
+                request.future.set_result([row for row in request.rows if row is not None])
+
+    def _estimated_wait_s(self) -> float:
+        if self._recent_items_per_s <= 0:
+            return 1.0
+        return max(1.0, len(self._waiting) / self._recent_items_per_s)
+
+    def _publish_queue(self) -> None:
+        metrics.QUEUE_ITEMS.set(len(self._waiting))
+        metrics.QUEUE_TOKENS.set(self._queued_tokens)

@@ -1,0 +1,102 @@
+"""Batch planning: which waiting conversations go into the next forward pass.
+
+Pure functions, no asyncio and no torch, so the policy is tested on its own. The policy:
+- conversations sharing a prompt prefix form one *unit* (the backend computes the prefix once), so a GRPO
+  group is never split across batches unless it alone exceeds the budget;
+- units are sorted by length, so a batch holds neighbours in length and padding stays small;
+- the batch is seeded with the *oldest* unit and grows towards its length neighbours, so no request
+  starves behind a stream of better-fitting ones;
+- the cost of a batch is what the backend will compute: padded tokens for plain items, and
+  `prefix + members x longest suffix` for a shared unit. It must fit `max_batch_tokens`, and the batch
+  holds at most `max_batch_items` conversations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from service.engine.types import EncodedConversation
+
+
+@dataclass(slots=True)
+class Unit:
+    """Conversations that go to the model together: one, or several sharing a prefix."""
+
+    members: list[int] = field(default_factory=list)  # indices into the waiting list
+    prefix_len: int = 0
+    max_len: int = 0
+    oldest: int = 0  # smallest waiting index, i.e. arrival order
+
+    @property
+    def shared(self) -> bool:
+        return len(self.members) > 1 and self.prefix_len > 0
+
+
+def build_units(waiting: Sequence[EncodedConversation], share_prompts: bool, max_items: int) -> list[Unit]:
+    """Group waiting conversations by shared prefix (when sharing is on), in arrival order."""
+    units: list[Unit] = []
+    by_prefix: dict[tuple[int, ...], Unit] = {}
+    for index, conversation in enumerate(waiting):
+        key = conversation.prefix_key() if share_prompts else None
+        unit = by_prefix.get(key) if key is not None else None
+        if unit is None or len(unit.members) >= max_items:
+            unit = Unit(prefix_len=conversation.prefix_len if key is not None else 0, oldest=index)
+            units.append(unit)
+            if key is not None:
+                by_prefix[key] = unit
+        unit.members.append(index)
+        unit.max_len = max(unit.max_len, conversation.num_tokens)
+    return units
+
+
+def batch_cost(units: Sequence[Unit]) -> int:
+    """Tokens the backend computes for these units: padded plain rows plus each shared unit's own pass."""
+    plain = [unit for unit in units if not unit.shared]
+    plain_cost = len(plain) * max((unit.max_len for unit in plain), default=0)
+    shared_cost = sum(
+        unit.prefix_len + len(unit.members) * (unit.max_len - unit.prefix_len) for unit in units if unit.shared
+    )
+    return plain_cost + shared_cost
+
+
+def plan_batch(
+    waiting: Sequence[EncodedConversation],
+    *,
+    max_batch_tokens: int,
+    max_batch_items: int,
+    share_prompts: bool,
+) -> list[int]:
+    """Indices (into `waiting`) of the conversations to run next; empty only when nothing waits.
+
+    The oldest unit always goes in, even alone over budget (the scorer rejects inputs longer than the
+    budget, so this only happens for a shared unit larger than the budget, which then runs by itself).
+    """
+    if not waiting:
+        return []
+    units = sorted(build_units(waiting, share_prompts, max_batch_items), key=lambda unit: unit.max_len)
+    seed = min(range(len(units)), key=lambda position: units[position].oldest)
+    chosen = [units[seed]]
+    count = len(units[seed].members)
+    low, high = seed - 1, seed + 1
+    while low >= 0 or high < len(units):
+        grew = False
+        for position in (high, low):
+            if not 0 <= position < len(units):
+                continue
+            candidate = units[position]
+            if count + len(candidate.members) > max_batch_items:
+                continue
+            if batch_cost([*chosen, candidate]) > max_batch_tokens:
+                continue
+            chosen.append(candidate)
+            count += len(candidate.members)
+            if position == high:
+                high += 1
+            else:
+                low -= 1
+            grew = True
+            break
+        if not grew:
+            break
+    return sorted(index for unit in chosen for index in unit.members)

@@ -1,0 +1,116 @@
+"""The transformers backend: runs planned batches through the native model, exactly.
+
+Two paths, both exact against one-at-a-time forwards (causal attention: a token's state depends only on
+the tokens before it):
+- plain rows are right-padded with the model's pad id and run as one batch; the reward state is read at
+  each row's last real token and the gate state at its gate index;
+- rows sharing a prompt prefix (a GRPO group) run the prefix once, then all suffixes together on the
+  prefix's cached keys and values; the gate state comes from the prefix pass.
+The backend is synchronous and owned by the batcher's single worker thread: it never runs on the event
+loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from service.engine.planning import build_units
+from service.engine.types import EncodedConversation, ScoreRows
+
+
+class ScoringBackend(Protocol):
+    """What the batcher needs from a backend."""
+
+    name: str
+
+    def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows: ...
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model: Any, *, device: str = "cpu", share_prompts: bool = True) -> None:
+        self._model = model
+        self._device = torch.device(device)
+        self._share_prompts = share_prompts and hasattr(model, "hidden_states")
+        self._pad_id = int(model.pad_token_id if model.pad_token_id is not None else 0)
+
+    @torch.inference_mode()
+    def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
+        outputs: list[Any] = [None] * len(batch)
+        computed = 0
+        plain: list[int] = []
+        for unit in build_units(batch, self._share_prompts, max_items=len(batch) or 1):
+            if unit.shared:
+                rows = self._run_shared([batch[i] for i in unit.members], unit.prefix_len)
+                computed += unit.prefix_len + len(unit.members) * (unit.max_len - unit.prefix_len)
+                for position, index in enumerate(unit.members):
+                    outputs[index] = rows[position]
+            else:
+                plain.extend(unit.members)
+        if plain:
+            rows = self._run_padded([batch[i] for i in plain])
+            computed += len(plain) * max(batch[i].num_tokens for i in plain)
+            for position, index in enumerate(plain):
+                outputs[index] = rows[position]
+        stacked = np.stack(outputs) if outputs else np.zeros((0, 0))
+        return _split_rows(stacked, computed)
+
+    def _run_padded(self, rows: Sequence[EncodedConversation]) -> np.ndarray:
+        lengths = torch.tensor([row.num_tokens for row in rows], device=self._device)
+        width = int(lengths.max())
+        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long, device=self._device)
+        for i, row in enumerate(rows):
+            input_ids[i, : row.num_tokens] = torch.tensor(row.input_ids, dtype=torch.long)
+        attention_mask = (torch.arange(width, device=self._device)[None, :] < lengths[:, None]).long()
+        if not hasattr(self._model, "hidden_states"):
+            return _pack(self._model(input_ids, attention_mask=attention_mask))
+        hidden, _ = self._model.hidden_states(input_ids, attention_mask=attention_mask)  # (B, L, H)
+        batch_index = torch.arange(len(rows), device=self._device)
+        reward_hidden = hidden[batch_index, lengths - 1]  # (B, H)
+        gate_index = torch.tensor([row.gate_index for row in rows], device=self._device)
+        gate_hidden = hidden[batch_index, gate_index]  # (B, H)
+        return _pack(self._model.heads(reward_hidden, gate_hidden))
+
+    def _run_shared(self, rows: Sequence[EncodedConversation], prefix_len: int) -> np.ndarray:
+        prefix = torch.tensor([rows[0].input_ids[:prefix_len]], dtype=torch.long, device=self._device)
+        prefix_hidden, cache = self._model.hidden_states(prefix, use_cache=True)  # (1, P, H)
+        gate_hidden = prefix_hidden[:, rows[0].gate_index].expand(len(rows), -1)  # (G, H)
+        suffix_lengths = torch.tensor([row.num_tokens - prefix_len for row in rows], device=self._device)
+        width = int(suffix_lengths.max())
+        suffix = torch.full((len(rows), width), self._pad_id, dtype=torch.long, device=self._device)
+        for i, row in enumerate(rows):
+            suffix[i, : row.num_tokens - prefix_len] = torch.tensor(row.input_ids[prefix_len:], dtype=torch.long)
+        suffix_mask = (torch.arange(width, device=self._device)[None, :] < suffix_lengths[:, None]).long()
+        attention_mask = torch.cat(
+            [torch.ones(len(rows), prefix_len, dtype=torch.long, device=self._device), suffix_mask], dim=1
+        )  # (G, P + S)
+        position_ids = (prefix_len + torch.arange(width, device=self._device)).expand(len(rows), -1)
+        cache.batch_repeat_interleave(len(rows))
+        hidden, _ = self._model.hidden_states(
+            suffix, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache
+        )  # (G, S, H)
+        batch_index = torch.arange(len(rows), device=self._device)
+        reward_hidden = hidden[batch_index, suffix_lengths - 1]
+        return _pack(self._model.heads(reward_hidden, gate_hidden))
+
+
+def _pack(output: Any) -> np.ndarray:
+    """One (B, 3K+1) float64 array per batch: rewards | gating | coefficients | score."""
+    parts = [output.rewards, output.gating, output.coefficients, output.score[:, None]]
+    return torch.cat([part.detach().float().cpu() for part in parts], dim=1).double().numpy()
+
+
+def _split_rows(stacked: np.ndarray, computed_tokens: int) -> ScoreRows:
+    k = (stacked.shape[1] - 1) // 3 if stacked.size else 0
+    return ScoreRows(
+        rewards=stacked[:, :k],
+        gating=stacked[:, k : 2 * k],
+        coefficients=stacked[:, 2 * k : 3 * k],
+        score=stacked[:, 3 * k] if stacked.size else np.zeros(0),
+        computed_tokens=computed_tokens,
+    )

@@ -1,0 +1,222 @@
+"""``paretorm fit`` end to end: data → embeddings → stage 1 → debiasing → stage 2 → checkpoint + report.
+
+Order and choices follow the ArmoRM recipe (armorm.md §3): a frozen backbone loaded with ``AutoModel``;
+ridge heads on rating data; the verbosity λ search on a reference set (default: the preference data's
+chosen and rejected responses, as the authors' script does when no reference set is given); the gate
+trained on preference pairs with the transform applied. Everything the stages produced goes into
+``report.json`` / ``report.png`` beside the checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+from service.fitting.data import PreferenceData, Skip, read_intra_pairs, read_preferences, read_ratings
+from service.fitting.debias import REFERENCE_CORR_THRESHOLD, REFERENCE_LAMBDA_GRID, DebiasConfig, DebiasResult
+from service.fitting.debias import find_verbosity_penalties
+from service.fitting.embed import BackboneEmbedder, Embeddings, cache_key, embed_with_cache
+from service.fitting.encoding import EncodedItem, derive_gate_pattern, encode_conversations
+from service.fitting.gating_fit import GatingFitConfig, GatingFitResult, PreferencePairs, build_pairs, fit_gating
+from service.fitting.package import assemble_armorm, save_fitted_checkpoint
+from service.fitting.regression import RegressionResult, RidgeConfig, fit_regression_heads
+from service.fitting.report import build_report, write_report
+from service.model.armorm import ArmoRMRewardModel
+from service.model.loading import checkpoint_revision
+
+DEFAULT_VERBOSITY_OBJECTIVE = "helpsteer-verbosity"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    backbone: Path
+    ratings: Path
+    preferences: Path
+    out: Path
+    objectives: tuple[str, ...] | None = None
+    reference: Path | None = None
+    intra_pairs: Path | None = None
+    verbosity_objective: str | None = None
+    """None: ``helpsteer-verbosity`` if it is an objective, else no debiasing. "" disables debiasing."""
+    corr_threshold: float = REFERENCE_CORR_THRESHOLD
+    lambda_grid: tuple[float, ...] = REFERENCE_LAMBDA_GRID
+    ridge: RidgeConfig = field(default_factory=RidgeConfig)
+    gating: GatingFitConfig = field(default_factory=GatingFitConfig)
+    dtype: str = "float32"
+    device: str = "cpu"
+    batch_tokens: int = 16384
+    shard_size: int = 1024
+    max_tokens: int | None = 8192
+    cache_dir: Path | None = None
+    gate_pattern: tuple[int, ...] | None = None
+    skip_bad: bool = False
+    progress: bool = True
+    max_shard_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+
+
+@dataclass
+class FitOutcome:
+    model: ArmoRMRewardModel
+    regression: RegressionResult
+    debias: DebiasResult | None
+    gating: GatingFitResult
+    report: dict
+    out: Path
+
+
+@dataclass
+class _Encoded:
+    items: list[EncodedItem]
+    kept: list[int]
+    """Indices (into the source list) of the items that were encoded."""
+    skipped: list[Skip]
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("PARETORM_CACHE_DIR") or Path.home() / ".cache" / "paretorm"
+    return Path(base).expanduser() / "embeddings"
+
+
+def run_fitting(cfg: FitConfig) -> FitOutcome:
+    ratings = read_ratings(cfg.ratings, cfg.objectives, skip_bad=cfg.skip_bad)
+    prefs = read_preferences(cfg.preferences, skip_bad=cfg.skip_bad)
+    reference = read_preferences(cfg.reference, skip_bad=cfg.skip_bad) if cfg.reference else None
+    intra = read_intra_pairs(cfg.intra_pairs, skip_bad=cfg.skip_bad) if cfg.intra_pairs else None
+    verbosity = _verbosity_index(cfg, ratings.objectives)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(cfg.backbone))
+    backbone = AutoModel.from_pretrained(str(cfg.backbone), dtype=_DTYPES[cfg.dtype]).to(cfg.device)
+    pattern = cfg.gate_pattern or _configured_pattern(cfg.backbone) or derive_gate_pattern(tokenizer)
+    pad_id = tokenizer.pad_token_id
+    embedder = BackboneEmbedder(
+        backbone, pad_id=pad_id if pad_id is not None else 0, batch_tokens=cfg.batch_tokens, device=cfg.device
+    )
+    fingerprint = f"{checkpoint_revision(Path(cfg.backbone))}:{cfg.dtype}"
+
+    def embed(name: str, items: list[EncodedItem]) -> Embeddings:
+        key = cache_key(fingerprint, _DTYPES[cfg.dtype], items)
+        return embed_with_cache(
+            embedder, items, cache_root=Path(cfg.cache_dir or default_cache_dir()), name=name, key=key,
+            shard_size=cfg.shard_size, progress=cfg.progress,
+        )  # fmt: skip
+
+    # Stage 1: ridge heads on the rating data.
+    enc = _encode(tokenizer, [ex.messages for ex in ratings.examples], [ex.line for ex in ratings.examples],
+                  pattern, ratings.path, cfg.max_tokens)  # fmt: skip
+    rating_emb = embed("ratings", enc.items)
+    regression = fit_regression_heads(rating_emb.last.float(), ratings.labels[enc.kept], ratings.objectives, cfg.ridge)
+
+    # Preference pairs (and reference/intra pairs), embedded as interleaved chosen/rejected conversations.
+    pair_emb, pair_kept, pair_skips = _embed_pairs(embed, "preferences", tokenizer, prefs, pattern, cfg.max_tokens)
+    debias = None
+    transform = torch.eye(len(ratings.objectives))
+    if verbosity is not None:
+        ref_emb = pair_emb
+        if reference is not None:
+            ref_emb = _embed_pairs(embed, "reference", tokenizer, reference, pattern, cfg.max_tokens)[0]
+        ref_rewards = (ref_emb.last.float().reshape(-1, ref_emb.last.shape[-1]) @ regression.weight.T).numpy()
+        debias = find_verbosity_penalties(
+            ref_rewards, DebiasConfig(verbosity, threshold=cfg.corr_threshold, grid=cfg.lambda_grid)
+        )
+        transform = debias.transform
+
+    pairs = _pairs(pair_emb, regression.weight, transform, same_prompt=True)
+    intra_pairs = None
+    if intra is not None:
+        intra_emb = _embed_pairs(embed, "intra", tokenizer, intra, pattern, cfg.max_tokens)[0]
+        intra_pairs = _pairs(intra_emb, regression.weight, transform, same_prompt=False)
+    gating = fit_gating(pairs, cfg.gating, intra=intra_pairs)
+
+    model = assemble_armorm(
+        backbone.cpu(), objective_names=ratings.objectives, regression_weight=regression.weight,
+        transform=transform, gating=gating.gating, gate_pattern=pattern, pad_token_id=pad_id,
+    )  # fmt: skip
+    out = save_fitted_checkpoint(
+        model, tokenizer, cfg.out, max_shard_size=cfg.max_shard_size,
+        extra_config={"paretorm_description": f"fitted by paretorm fit from backbone {Path(cfg.backbone).name}"},
+    )  # fmt: skip
+    sample_idx = gating.val_index[:12]
+    prompts = [_prompt_label(prefs.pairs[pair_kept[i]].chosen) for i in sample_idx]
+    with torch.no_grad():
+        sample_weights = gating.gating(pairs.gate[torch.as_tensor(sample_idx, dtype=torch.long), 0]).numpy()
+    report = build_report(
+        objectives=ratings.objectives, regression=regression, debias=debias, gating=gating,
+        sample_prompts=prompts, sample_gating=sample_weights,
+        data={
+            "ratings": {"path": ratings.path, "used": len(enc.kept), "skipped": _skips(ratings.skipped + enc.skipped)},
+            "preferences": {"path": prefs.path, "used": len(pair_kept), "skipped": _skips(prefs.skipped + pair_skips)},
+            "reference": reference.path if reference else "preferences",
+            "intra_pairs": intra.path if intra else None,
+            "gate_pattern": list(pattern),
+            "backbone": str(cfg.backbone),
+        },
+    )  # fmt: skip
+    write_report(report, out)
+    return FitOutcome(model, regression, debias, gating, report, out)
+
+
+def _verbosity_index(cfg: FitConfig, objectives: list[str]) -> int | None:
+    name = cfg.verbosity_objective
+    if name == "":
+        return None
+    if name is None:
+        return objectives.index(DEFAULT_VERBOSITY_OBJECTIVE) if DEFAULT_VERBOSITY_OBJECTIVE in objectives else None
+    if name not in objectives:
+        raise ValueError(f"--verbosity-objective {name!r} is not one of the objectives {objectives}")
+    return objectives.index(name)
+
+
+def _configured_pattern(backbone: Path) -> tuple[int, ...] | None:
+    """A backbone that is itself a paretorm/ArmoRM checkpoint carries its gate pattern in config."""
+    pattern = getattr(AutoConfig.from_pretrained(str(backbone)), "gating_token_pattern", None)
+    return tuple(int(t) for t in pattern) if pattern else None
+
+
+def _encode(tokenizer, conversations, lines, pattern, path, max_tokens) -> _Encoded:  # type: ignore[no-untyped-def]
+    items, skipped = encode_conversations(tokenizer, conversations, pattern, path=path, lines=lines, max_tokens=max_tokens)
+    kept = [i for i, item in enumerate(items) if item is not None]
+    return _Encoded([items[i] for i in kept], kept, skipped)  # type: ignore[misc]
+
+
+def _embed_pairs(embed, name, tokenizer, data: PreferenceData, pattern, max_tokens):  # type: ignore[no-untyped-def]
+    """Embed chosen and rejected of every pair; a pair with either side over the token limit is dropped."""
+    convs = [c for p in data.pairs for c in (p.chosen, p.rejected)]
+    lines = [p.line for p in data.pairs for _ in range(2)]
+    items, skipped = encode_conversations(tokenizer, convs, pattern, path=data.path, lines=lines, max_tokens=max_tokens)
+    kept = [i for i in range(len(data.pairs)) if items[2 * i] is not None and items[2 * i + 1] is not None]
+    if not kept:
+        raise ValueError(f"{data.path}: every pair is over the {max_tokens}-token limit; raise --max-tokens")
+    emb = embed(name, [items[2 * i + s] for i in kept for s in (0, 1)])
+    h = emb.last.shape[-1]
+    pairs_emb = Embeddings(emb.last.reshape(len(kept), 2, h), emb.gate.reshape(len(kept), 2, h))
+    by_line = {s.line: s for s in skipped}  # one entry per dropped pair
+    return pairs_emb, kept, list(by_line.values())
+
+
+def _pairs(emb: Embeddings, weight: torch.Tensor, transform: torch.Tensor, *, same_prompt: bool) -> PreferencePairs:
+    gate = emb.gate.float()
+    if same_prompt:  # one prompt per pair: use the chosen side's gate state for both (equal up to numerics)
+        gate = gate[:, :1].expand(-1, 2, -1).contiguous()
+    return build_pairs(emb.last, gate, weight, transform)
+
+
+def _prompt_label(messages: list[dict[str, str]]) -> str:
+    user = [m["content"] for m in messages[:-1] if m["role"] == "user"]
+    text = " ".join((user[-1] if user else messages[0]["content"]).split())
+    return text if len(text) <= 48 else text[:45] + "..."
+
+
+def _skips(skips: list[Skip]) -> dict:
+    return {"count": len(skips), "lines": [{"line": s.line, "reason": s.reason} for s in skips[:100]]}
+
+
+__all__ = ["FitConfig", "FitOutcome", "default_cache_dir", "run_fitting"]

@@ -1,0 +1,123 @@
+"""Builds the heavy objects once, at start-up, and hands them down.
+
+`Runtime` owns the model, the backend, the batcher and the scorer, plus the two flags health checks read
+(ready after a real warm-up forward; draining after SIGTERM). Routes reach it through one typed
+dependency; nothing is a module-level global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from service.engine.batcher import Batcher
+from service.engine.transformers_backend import ScoringBackend, TransformersBackend
+from service.scoring.encoding import ChatEncoder, EncodingPolicy
+from service.scoring.model_card import ModelCard, limits_from
+from service.scoring.scorer import Scorer
+from service.settings import ServiceSettings
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Runtime:
+    settings: ServiceSettings
+    card: ModelCard
+    batcher: Batcher
+    scorer: Scorer
+    encoder: ChatEncoder
+    ready: bool = False
+    draining: bool = False
+    inflight: int = 0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def warm_up(self) -> None:
+        """One real forward through the same path requests take; readiness waits for it."""
+        policy = EncodingPolicy(self.settings.max_input_tokens, "left")
+        sample = [{"role": "user", "content": "Warm-up: is the service ready?"},
+                  {"role": "assistant", "content": "Yes."}]
+        encoded = self.encoder.encode_conversations([sample, sample], policy, labels=["warm-up", "warm-up"])
+        self.batcher.run_now(encoded)
+        self.ready = True
+
+    async def drain_and_close(self) -> None:
+        self.draining = True
+        finished = await self.batcher.drain(self.settings.drain_timeout_s)
+        if not finished:
+            logger.warning("drain timed out after %.0f s with work still queued", self.settings.drain_timeout_s)
+        await self.batcher.close()
+
+
+def resolve_model_dir(settings: ServiceSettings) -> Any:
+    if settings.model is not None:
+        return settings.model
+    from service.model.tiny import ensure_demo_model
+
+    return ensure_demo_model(settings.cache_dir)
+
+
+def load_runtime(settings: ServiceSettings) -> Runtime:
+    """Load the model named by the settings and build everything that serves it (blocking)."""
+    from service.model.loading import load_reward_model
+
+    model_dir = resolve_model_dir(settings)
+    loaded = load_reward_model(
+        model_dir, dtype=_DTYPES[settings.dtype], device=settings.device, allow_pickle=settings.allow_pickle
+    )
+    if loaded.is_demo:
+        logger.warning(
+            "serving the embedded DEMO model from %s: %s", model_dir, loaded.description or "random weights"
+        )
+    backend = build_backend(settings, loaded)
+    return build_runtime(settings, loaded, backend)
+
+
+def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
+    if settings.backend == "vllm":
+        from service.engine.vllm_backend import VllmBackend
+
+        return VllmBackend.from_loaded(loaded, settings)
+    return TransformersBackend(loaded.model, device=settings.device, share_prompts=settings.share_prompts)
+
+
+def build_runtime(settings: ServiceSettings, loaded: Any, backend: ScoringBackend) -> Runtime:
+    model = loaded.model
+    card = ModelCard(
+        name=loaded.name,
+        revision=loaded.revision,
+        kind=loaded.kind,
+        objectives=tuple(model.objective_names),
+        dtype=settings.dtype,
+        device=settings.device,
+        backend=backend.name,
+        is_demo=loaded.is_demo,
+        description=loaded.description,
+        limits=limits_from(settings),
+    )
+    encoder = ChatEncoder(
+        loaded.tokenizer,
+        gate_pattern=getattr(model, "gating_token_pattern", None) if loaded.kind == "armorm" else None,
+        bos_token_id=loaded.tokenizer.bos_token_id,
+    )
+    batcher = Batcher(
+        backend,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_items=settings.max_batch_items,
+        max_queue_tokens=settings.max_queue_tokens,
+        batch_wait_ms=settings.batch_wait_ms,
+        share_prompts=settings.share_prompts,
+    )
+    return Runtime(settings=settings, card=card, batcher=batcher, scorer=Scorer(card, encoder, batcher), encoder=encoder)
+
+
+async def start_runtime(runtime: Runtime) -> None:
+    """Start the batcher loop and warm up off the event loop."""
+    runtime.batcher.start()
+    await asyncio.to_thread(runtime.warm_up)

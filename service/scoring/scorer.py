@@ -1,0 +1,203 @@
+"""The scoring service: validates a request, encodes it, batches it, and shapes the answer.
+
+Routes stay thin and call one method here; the batcher and the model below know nothing of the wire
+format. Everything a request asks for is encoded and submitted in one go (items, group responses and
+CGPO baselines), so a request's conversations can share forward passes with every other client's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from clients.protocol import (
+    GetRewardRequest,
+    GetRewardResponse,
+    GroupScores,
+    ItemScore,
+    ScoreRequest,
+    ScoreResponse,
+)
+from service import metrics
+from service.engine.batcher import Batcher
+from service.engine.types import EncodedConversation, ScoreRow
+from service.errors import InvalidRequest, PayloadTooLarge
+from service.objectives.directions import Direction, weights_vector
+from service.objectives.validation import ObjectiveInputError
+from service.scoring.encoding import ChatEncoder, EncodingPolicy, conversation, message_dicts
+from service.scoring.model_card import ModelCard
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    queue_ms: float
+    compute_ms: float
+    tokenize_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreOutcome:
+    response: ScoreResponse
+    timing: Timing
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where each submitted conversation's row goes back to."""
+
+    conversations: list[list[dict[str, str]]]
+    labels: list[str]
+    item_rows: list[int]
+    item_baseline_rows: list[int | None]
+    group_rows: list[list[int]]
+    group_baseline_rows: list[int | None]
+
+
+class Scorer:
+    def __init__(self, card: ModelCard, encoder: ChatEncoder, batcher: Batcher) -> None:
+        self._card = card
+        self._encoder = encoder
+        self._batcher = batcher
+
+    @property
+    def card(self) -> ModelCard:
+        return self._card
+
+    async def score(self, request: ScoreRequest) -> ScoreOutcome:
+        limits = self._card.limits
+        if request.num_conversations() > limits.max_items_per_request:
+            raise PayloadTooLarge(
+                f"the request has {request.num_conversations()} conversations, over the limit of "
+                f"{limits.max_items_per_request} per request; split it (the paretorm client does this itself)"
+            )
+        combine = self._combination(request)
+        plan = _plan(request)
+        policy = EncodingPolicy(limits.max_input_tokens, request.truncation or limits.truncation)
+        started = time.perf_counter()
+        encoded = self._encoder.encode_conversations(plan.conversations, policy, labels=plan.labels)
+        tokenize_ms = (time.perf_counter() - started) * 1000
+        metrics.STAGE_SECONDS.labels(stage="tokenize").observe(tokenize_ms / 1000)
+        submitted = await self._batcher.submit(encoded)
+        rows = submitted.rows
+        metrics.observe_rewards(self._card.objectives, [rows[i].rewards for i in plan.item_rows])
+
+        def result(row_index: int, baseline_index: int | None) -> ItemScore:
+            baseline = rows[baseline_index].score if baseline_index is not None else None
+            return _item_score(rows[row_index], encoded[row_index], combine, baseline)
+
+        response = ScoreResponse(
+            model=self._card.name,
+            revision=self._card.revision,
+            objectives=list(self._card.objectives),
+            results=[result(r, b) for r, b in zip(plan.item_rows, plan.item_baseline_rows, strict=True)],
+            groups=[
+                GroupScores(
+                    results=[result(r, baseline) for r in group_rows],
+                    baseline_score=rows[baseline].score if baseline is not None else None,
+                )
+                for group_rows, baseline in zip(plan.group_rows, plan.group_baseline_rows, strict=True)
+            ],
+        )
+        return ScoreOutcome(response, Timing(submitted.queue_ms, submitted.compute_ms, tokenize_ms))
+
+    async def get_reward(self, request: GetRewardRequest) -> tuple[GetRewardResponse, Timing]:
+        limits = self._card.limits
+        if len(request.query) > limits.max_items_per_request:
+            raise PayloadTooLarge(
+                f"`query` has {len(request.query)} texts, over the limit of {limits.max_items_per_request}"
+            )
+        started = time.perf_counter()
+        policy = EncodingPolicy(limits.max_input_tokens, limits.truncation)
+        labels = [f"query[{i}]" for i in range(len(request.query))]
+        encoded = self._encoder.encode_texts(request.query, policy, labels=labels)
+        tokenize_ms = (time.perf_counter() - started) * 1000
+        submitted = await self._batcher.submit(encoded)
+        scores = [row.score for row in submitted.rows]
+        extra = {
+            name: [float(row.rewards[k]) for row in submitted.rows] for k, name in enumerate(self._card.objectives)
+        }
+        metrics.observe_rewards(self._card.objectives, [row.rewards for row in submitted.rows])
+        response = GetRewardResponse(rewards=scores, scores=list(scores), extra_logs=extra)
+        return response, Timing(submitted.queue_ms, submitted.compute_ms, tokenize_ms)
+
+    async def rewards_for(self, items: Sequence[tuple[object, str]]) -> list[dict[str, float]]:
+        """Per-objective rewards of (prompt, response) pairs: what reward-threshold judges read."""
+        policy = EncodingPolicy(self._card.limits.max_input_tokens, self._card.limits.truncation)
+        conversations = [conversation(prompt, response) for prompt, response in items]  # type: ignore[arg-type]
+        labels = [f"items[{i}]" for i in range(len(items))]
+        encoded = self._encoder.encode_conversations(conversations, policy, labels=labels)
+        submitted = await self._batcher.submit(encoded)
+        return [
+            {**dict(zip(self._card.objectives, map(float, row.rewards), strict=True)), "score": row.score}
+            for row in submitted.rows
+        ]
+
+    def _combination(self, request: ScoreRequest) -> np.ndarray | None:
+        try:
+            if request.weights is not None:
+                return weights_vector(request.weights, self._card.objectives)
+            if request.direction is not None:
+                return Direction.parse(request.direction, self._card.objectives).vector
+        except ObjectiveInputError as error:
+            raise InvalidRequest(str(error)) from None
+        return None
+
+
+def _plan(request: ScoreRequest) -> _Plan:
+    conversations: list[list[dict[str, str]]] = []
+    labels: list[str] = []
+
+    def add(messages: list[dict[str, str]], label: str) -> int:
+        conversations.append(messages)
+        labels.append(label)
+        return len(conversations) - 1
+
+    item_rows: list[int] = []
+    item_baselines: list[int | None] = []
+    for i, item in enumerate(request.items):
+        if item.messages is not None:
+            item_rows.append(add(message_dicts(item.messages), f"items[{i}]"))
+            item_baselines.append(None)
+            continue
+        assert item.prompt is not None and item.response is not None  # the schema guarantees one form
+        item_rows.append(add(conversation(item.prompt, item.response), f"items[{i}]"))
+        baseline = item.baseline
+        item_baselines.append(
+            add(conversation(item.prompt, baseline), f"items[{i}].baseline") if baseline is not None else None
+        )
+    group_rows: list[list[int]] = []
+    group_baselines: list[int | None] = []
+    for g, group in enumerate(request.groups):
+        group_rows.append(
+            [add(conversation(group.prompt, text), f"groups[{g}].responses[{j}]") for j, text in enumerate(group.responses)]
+        )
+        group_baselines.append(
+            add(conversation(group.prompt, group.baseline), f"groups[{g}].baseline") if group.baseline is not None else None
+        )
+    return _Plan(conversations, labels, item_rows, item_baselines, group_rows, group_baselines)
+
+
+def _item_score(
+    row: ScoreRow, encoded: EncodedConversation, combine: np.ndarray | None, baseline_score: float | None
+) -> ItemScore:
+    return ItemScore(
+        rewards=row.rewards.tolist(),
+        gating=row.gating.tolist(),
+        coefficients=row.coefficients.tolist(),
+        score=row.score,
+        num_tokens=encoded.num_tokens,
+        truncated_tokens=encoded.truncated_tokens,
+        weighted=float(combine @ row.rewards) if combine is not None else None,
+        calibrated=_sigmoid(row.score - baseline_score) if baseline_score is not None else None,
+    )
+
+
+def _sigmoid(x: float) -> float:
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)

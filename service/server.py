@@ -1,0 +1,58 @@
+"""Runs the app under uvicorn with a graceful drain on SIGTERM.
+
+On the first SIGTERM (or Ctrl-C) readiness turns 503 and new scoring requests are refused with 503 (so a
+load balancer and the paretorm client move to another replica), while every accepted request finishes;
+only then does uvicorn stop and the process exit 0. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import FrameType
+
+import uvicorn
+
+from service.app import create_app
+from service.settings import ServiceSettings
+
+logger = logging.getLogger("paretorm")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app_state: object, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self._app_state = app_state
+        self._drain_timeout_s = drain_timeout_s
+        self._draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        runtime = getattr(self._app_state, "runtime", None)
+        if self._draining or runtime is None:
+            super().handle_exit(sig, frame)
+            return
+        self._draining = True
+        runtime.draining = True
+        logger.info("signal %s: draining (readiness is now 503), then exiting", sig)
+        asyncio.get_event_loop().create_task(self._drain_then_exit(runtime))
+
+    async def _drain_then_exit(self, runtime: object) -> None:
+        deadline = time.monotonic() + self._drain_timeout_s
+        batcher = runtime.batcher  # type: ignore[attr-defined]
+        await batcher.drain(self._drain_timeout_s)
+        # Requests still being written back (or parsed) count as in flight until their response is sent.
+        while runtime.inflight > 0 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            await asyncio.sleep(0.01)
+        self.should_exit = True
+
+
+def serve(settings: ServiceSettings) -> int:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                            timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)))
+    server = DrainingServer(config, app.state, settings.drain_timeout_s)
+    app.state.on_fatal = lambda: setattr(server, "should_exit", True)
+    server.run()
+    return 1 if app.state.load_error is not None else 0

@@ -1,0 +1,96 @@
+"""Service configuration, declared once.
+
+Every knob is a field here, read from `PARETORM_*` environment variables (e.g. `PARETORM_MAX_BATCH_TOKENS`)
+or set by `paretorm serve` flags, and validated at start-up with messages that say how to fix the value.
+Nothing else in the service reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Dtype = Literal["float32", "bfloat16", "float16"]
+Backend = Literal["transformers", "vllm"]
+
+
+class ServiceSettings(BaseSettings):
+    """Settings of one `paretorm serve` process."""
+
+    model_config = SettingsConfigDict(env_prefix="PARETORM_", extra="ignore", validate_default=True)
+
+    model: Path | None = Field(
+        default=None,
+        description="Checkpoint directory (ArmoRM layout or a sequence-classification reward model). "
+        "Unset: the embedded default model.",
+    )
+    host: str = Field(default="127.0.0.1", description="Bind address; 0.0.0.0 exposes the service.")
+    port: int = Field(default=8000, ge=0, le=65535)
+    dtype: Dtype = Field(default="float32", description="Backbone dtype; bfloat16 is ~4x faster on AVX512-BF16.")
+    device: str = Field(default="cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    backend: Backend = Field(default="transformers", description="Backbone engine: transformers or vllm.")
+    allow_pickle: bool = Field(default=False, description="Allow pickle `.bin` weights (unsafe; off by default).")
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "paretorm", description="Where the embedded default model is built."
+    )
+
+    max_input_tokens: int = Field(default=4096, ge=8, description="Most tokens one conversation may have.")
+    truncation: Literal["error", "left"] = Field(
+        default="error",
+        description="Over max_input_tokens: `error` (413) or `left` (keep the response, cut the prompt's start).",
+    )
+    max_items_per_request: int = Field(default=1024, ge=1)
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    max_batch_tokens: int = Field(default=16384, ge=16, description="Padded tokens per forward pass.")
+    max_batch_items: int = Field(default=64, ge=1, description="Conversations per forward pass.")
+    max_queue_tokens: int = Field(default=1_000_000, ge=16, description="Tokens waiting; beyond this: 429.")
+    batch_wait_ms: float = Field(
+        default=2.0, ge=0, description="How long the batcher waits for more requests once it has some."
+    )
+    share_prompts: bool = Field(default=True, description="Compute a prompt shared by several items once.")
+    result_cache_items: int = Field(default=0, ge=0, description="Bounded result cache size; 0 = off.")
+
+    api_keys: str = Field(
+        default="",
+        description="Comma-separated API keys; when set, /v1/* and /get_reward need `Authorization: Bearer`.",
+    )
+    drain_timeout_s: float = Field(default=60.0, ge=0, description="On SIGTERM, how long to finish queued work.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("model")
+    @classmethod
+    def _model_dir_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(
+                f"model directory {value} does not exist; pass a local checkpoint directory "
+                "(nothing is downloaded), or leave it unset for the embedded default model"
+            )
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value.split(":")[0] not in {"cpu", "cuda", "mps", "xpu"}:
+            raise ValueError(f"unknown device {value!r}; use cpu, cuda, cuda:N, mps or xpu")
+        return value
+
+    @model_validator(mode="after")
+    def _budgets_fit(self) -> ServiceSettings:
+        if self.max_batch_tokens < self.max_input_tokens:
+            raise ValueError(
+                f"max_batch_tokens ({self.max_batch_tokens}) is smaller than max_input_tokens "
+                f"({self.max_input_tokens}): the longest allowed input would never fit a batch; raise "
+                "PARETORM_MAX_BATCH_TOKENS or lower PARETORM_MAX_INPUT_TOKENS"
+            )
+        if self.max_queue_tokens < self.max_input_tokens:
+            raise ValueError(
+                f"max_queue_tokens ({self.max_queue_tokens}) is smaller than max_input_tokens "
+                f"({self.max_input_tokens}); raise PARETORM_MAX_QUEUE_TOKENS"
+            )
+        return self
+
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]

@@ -1,0 +1,134 @@
+"""Dockerfile, .dockerignore and docker-compose.yml, checked by parsing (no Docker daemon in CI)."""
+
+from __future__ import annotations
+
+import yaml
+from deploy_dockerfile import Instruction, parse_dockerfile
+from deploy_paths import REPO
+
+MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": "33554432",
+    "MALLOC_TRIM_THRESHOLD_": "1073741824",
+    "MALLOC_TOP_PAD_": "268435456",
+}
+
+
+def _instructions() -> list[Instruction]:
+    return parse_dockerfile((REPO / "Dockerfile").read_text())
+
+
+def _final_stage() -> list[Instruction]:
+    instructions = _instructions()
+    last = max(i.stage for i in instructions)
+    return [i for i in instructions if i.stage == last]
+
+
+def _env(stage: list[Instruction]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instruction in stage:
+        if instruction.keyword == "ENV":
+            for pair in instruction.args.split():
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
+
+
+def _compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_parser_joins_continuations_and_counts_stages() -> None:
+    text = (
+        "# syntax=docker/dockerfile:1\nARG X=1\nFROM a AS b\n"
+        "RUN one \\\n    # dropped\n    two\nFROM c\nUSER 1\n"
+    )
+    parsed = parse_dockerfile(text)
+    assert [(i.stage, i.keyword, i.args) for i in parsed] == [
+        (-1, "ARG", "X=1"),
+        (0, "FROM", "a AS b"),
+        (0, "RUN", "one two"),
+        (1, "FROM", "c"),
+        (1, "USER", "1"),
+    ]
+
+
+def test_multi_stage_on_slim_python_311() -> None:
+    froms = [i.args for i in _instructions() if i.keyword == "FROM"]
+    assert len(froms) >= 2, "builder and runtime stages"
+    assert all(f.startswith("python:${PYTHON_VERSION}-slim") for f in froms)
+    assert "ARG PYTHON_VERSION=3.11" in [f"{i.keyword} {i.args}" for i in _instructions() if i.stage == -1]
+    assert any(i.keyword == "COPY" and i.args.startswith("--from=builder /opt/venv") for i in _final_stage())
+
+
+def test_torch_is_pinned_and_installed_before_the_project() -> None:
+    instructions = _instructions()
+    args = {i.args.split("=")[0]: i.args for i in instructions if i.keyword == "ARG"}
+    assert args["TORCH_SPEC"] == "TORCH_SPEC=torch==2.13.0"
+    assert args["TORCH_INDEX"].startswith("TORCH_INDEX=https://download.pytorch.org/whl/cpu")
+    runs = [i for i in instructions if i.keyword == "RUN"]
+    torch_first = next(
+        n for n, i in enumerate(runs) if '--index-url "${TORCH_INDEX}" "${TORCH_SPEC}"' in i.args
+    )
+    project = next(n for n, i in enumerate(runs) if '".[service]"' in i.args)
+    assert torch_first < project
+    assert '"${TORCH_SPEC}"' in runs[project].args, "re-pin torch so pip cannot swap in another build"
+
+
+def test_runtime_is_non_root_exposes_8000_and_serves() -> None:
+    stage = _final_stage()
+    (user,) = [i for i in stage if i.keyword == "USER"]
+    uid = user.args.split(":")[0]
+    assert uid.isdigit() and uid != "0", "numeric non-root UID, so Kubernetes runAsNonRoot can verify it"
+    assert [i.args for i in stage if i.keyword == "EXPOSE"] == ["8000"]
+    (entrypoint,) = [i for i in stage if i.keyword == "ENTRYPOINT"]
+    assert entrypoint.exec_form() == ["paretorm", "serve"], (
+        "exec form: uvicorn gets SIGTERM directly as PID 1"
+    )
+    env = _env(stage)
+    assert env["PARETORM_HOST"] == "0.0.0.0"
+    assert env["PARETORM_PORT"] == "8000"
+    assert env["HF_HUB_OFFLINE"] == "1"
+    assert MALLOC_ENV.items() <= env.items()
+
+
+def test_healthcheck_hits_health_live() -> None:
+    (check,) = [i for i in _final_stage() if i.keyword == "HEALTHCHECK"]
+    command = check.exec_form()
+    assert command is not None and command[:2] == ["python", "-c"]
+    assert "/health/live" in command[2] and "8000" in command[2]
+    compile(command[2], "<healthcheck>", "exec")
+
+
+def test_dockerignore_keeps_local_state_out_of_the_context() -> None:
+    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
+    assert {".venv", ".git", ".pytest_cache", ".hypothesis", "**/__pycache__"} <= ignored
+    copied = [i.args.split()[0] for i in _instructions() if i.keyword == "COPY" and "--from" not in i.args]
+    assert copied and not any(path in ignored for path in copied), "the Dockerfile copies what it ignores"
+
+
+def test_compose_services_health_and_gpu_profile() -> None:
+    compose = _compose()
+    services = compose["services"]
+    cpu, gpu = services["paretorm"], services["paretorm-gpu"]
+    for service in (cpu, gpu):
+        test = service["healthcheck"]["test"]
+        assert test[0] == "CMD" and "/health/live" in test[-1]
+        compile(test[-1], "<compose healthcheck>", "exec")
+        assert service["environment"]["PARETORM_HOST"] == "0.0.0.0"
+        assert service["environment"]["PARETORM_MODEL"] == "/models/armorm"
+        assert any(v.endswith(":/models/armorm:ro") for v in service["volumes"]), "weights mount read-only"
+        assert service["init"] is True and service["read_only"] is True
+    assert cpu["build"]["args"]["TORCH_INDEX"].endswith("/whl/cpu")
+    assert (cpu["environment"]["PARETORM_DEVICE"], gpu["environment"]["PARETORM_DEVICE"]) == ("cpu", "cuda")
+    assert gpu["environment"]["PARETORM_DTYPE"] == "bfloat16"
+    assert gpu["profiles"] == ["gpu"] and "profiles" not in cpu
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert "paretorm-cache" in compose["volumes"]
+
+
+def test_compose_prometheus_uses_the_repo_scrape_config() -> None:
+    prometheus = _compose()["services"]["prometheus"]
+    assert prometheus["profiles"] == ["monitoring"]
+    source = prometheus["volumes"][0].split(":")[0]
+    assert (REPO / source).resolve() == (REPO / "deploy" / "prometheus" / "prometheus.yml").resolve()

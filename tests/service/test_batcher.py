@@ -1,0 +1,126 @@
+"""The batcher with a fake backend: cross-request batching, drops, failures, back-pressure, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from service.engine.batcher import Batcher
+from service.engine.types import EncodedConversation, ScoreRows
+from service.errors import NotReady, Overloaded
+
+
+class FakeBackend:
+    """Scores a conversation as its first token id; records every batch; can block or fail on demand."""
+
+    name = "fake"
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_on: int | None = None
+
+    def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
+        self.gate.wait(10)
+        firsts = [conversation.input_ids[0] for conversation in batch]
+        self.batches.append(firsts)
+        if self.fail_on is not None and self.fail_on in firsts:
+            raise RuntimeError("boom")
+        values = np.array(firsts, dtype=np.float64)
+        rewards = np.stack([values, -values], axis=1)
+        return ScoreRows(rewards, np.ones_like(rewards), np.ones_like(rewards), values, computed_tokens=len(batch))
+
+
+def conv(first: int, length: int = 4) -> EncodedConversation:
+    return EncodedConversation(tuple([first] + [0] * (length - 1)), gate_index=0, prefix_len=0)
+
+
+def make(backend: FakeBackend, **overrides: float) -> Batcher:
+    options = {"max_batch_tokens": 1000, "max_batch_items": 64, "max_queue_tokens": 1000, "batch_wait_ms": 5.0,
+               "share_prompts": False}
+    options.update(overrides)
+    return Batcher(backend, **options)  # type: ignore[arg-type]
+
+
+def test_requests_from_many_clients_share_batches_and_keep_their_order() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = make(backend)
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit([conv(10 * r + i) for i in range(3)]) for r in range(1, 9)))
+        for r, result in enumerate(results, start=1):
+            assert [row.score for row in result.rows] == [10 * r + i for i in range(3)]
+            assert result.compute_ms >= 0 and result.queue_ms >= 0
+        assert len(backend.batches) < 8  # requests were merged
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_abandoned_requests_are_dropped_before_the_model() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        backend.gate.clear()
+        batcher = make(backend, max_batch_items=1)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([conv(1)]))
+        await asyncio.sleep(0.05)  # conv 1 is now inside the (blocked) model
+        doomed = asyncio.ensure_future(batcher.submit([conv(2), conv(3)]))
+        await asyncio.sleep(0.02)
+        doomed.cancel()
+        survivor = asyncio.ensure_future(batcher.submit([conv(4)]))
+        await asyncio.sleep(0.02)
+        backend.gate.set()
+        assert [row.score for row in (await first).rows] == [1]
+        assert [row.score for row in (await survivor).rows] == [4]
+        assert backend.batches == [[1], [4]]
+        assert batcher.queued_items == 0 and batcher.queued_tokens == 0
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_batch_fails_only_its_requests() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        backend.fail_on = 7
+        batcher = make(backend, max_batch_items=1)
+        batcher.start()
+        bad, good = await asyncio.gather(batcher.submit([conv(7)]), batcher.submit([conv(8)]), return_exceptions=True)
+        assert isinstance(bad, RuntimeError)
+        assert [row.score for row in good.rows] == [8]  # type: ignore[union-attr]
+        assert [row.score for row in (await batcher.submit([conv(9)])).rows] == [9]
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_full_queue_is_refused_and_draining_refuses_new_work() -> None:
+    async def scenario() -> None:
+        backend = FakeBackend()
+        backend.gate.clear()
+        batcher = make(backend, max_queue_tokens=8, max_batch_items=1)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit([conv(1)]))
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(batcher.submit([conv(2), conv(3)]))  # 8 tokens: the queue is full
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded) as refused:
+            await batcher.submit([conv(4)])
+        assert refused.value.headers is not None and "Retry-After" in refused.value.headers
+        drain = asyncio.ensure_future(batcher.drain(timeout_s=10))
+        await asyncio.sleep(0.01)
+        with pytest.raises(NotReady):
+            await batcher.submit([conv(5)])
+        backend.gate.set()
+        assert await drain is True
+        assert [row.score for row in (await queued).rows] == [2, 3]
+        assert [row.score for row in (await running).rows] == [1]
+        await batcher.close()
+
+    asyncio.run(scenario())

@@ -1,0 +1,47 @@
+"""Batch planning: token budget, item cap, length neighbours, shared prompts kept together, no starvation."""
+
+from __future__ import annotations
+
+from service.engine.planning import batch_cost, build_units, plan_batch
+from service.engine.types import EncodedConversation
+
+
+def conv(length: int, prefix: tuple[int, ...] = (), gate: int = 0) -> EncodedConversation:
+    body = tuple(range(1000, 1000 + length - len(prefix)))
+    return EncodedConversation(prefix + body, gate_index=gate, prefix_len=len(prefix))
+
+
+def test_budget_and_cap_are_respected() -> None:
+    waiting = [conv(n) for n in (10, 50, 12, 11, 49, 13, 100)]
+    chosen = plan_batch(waiting, max_batch_tokens=60, max_batch_items=8, share_prompts=False)
+    assert 0 in chosen  # the oldest always goes
+    assert max(waiting[i].num_tokens for i in chosen) * len(chosen) <= 60
+    assert sorted(chosen) == [0, 2, 3, 5]  # its length neighbours, not the long ones
+    capped = plan_batch(waiting, max_batch_tokens=10_000, max_batch_items=3, share_prompts=False)
+    assert len(capped) == 3 and 0 in capped
+
+
+def test_oldest_is_served_first_even_when_long() -> None:
+    waiting = [conv(100)] + [conv(10) for _ in range(20)]
+    chosen = plan_batch(waiting, max_batch_tokens=150, max_batch_items=64, share_prompts=False)
+    assert chosen == [0]
+
+
+def test_shared_prefix_units_stay_together_and_cost_less() -> None:
+    prompt_a = tuple(range(40))
+    prompt_b = tuple(range(100, 140))
+    waiting = [conv(45, prompt_a), conv(50, prompt_b), conv(47, prompt_a), conv(48, prompt_a), conv(44, prompt_b)]
+    units = build_units(waiting, share_prompts=True, max_items=64)
+    assert sorted(len(unit.members) for unit in units) == [2, 3]
+    assert all(unit.shared for unit in units)
+    # Unit A: prefix 40 + 3 x longest suffix 8 = 64 tokens, far below 3 x 48 padded.
+    unit_a = next(unit for unit in units if 0 in unit.members)
+    assert batch_cost([unit_a]) == 40 + 3 * 8
+    chosen = plan_batch(waiting, max_batch_tokens=70, max_batch_items=64, share_prompts=True)
+    assert chosen == [0, 2, 3]
+    unshared = build_units(waiting, share_prompts=False, max_items=64)
+    assert len(unshared) == 5
+
+
+def test_empty_queue_plans_nothing() -> None:
+    assert plan_batch([], max_batch_tokens=100, max_batch_items=4, share_prompts=True) == []
