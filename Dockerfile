@@ -52,13 +52,16 @@ RUN groupadd --system --gid "${PARETORM_UID}" paretorm \
     && chown paretorm:paretorm /var/cache/paretorm
 COPY --from=builder /opt/venv /opt/venv
 # MALLOC_*: keep glibc from returning large buffers to the OS after every forward pass; measured 15-30% more
-# CPU throughput (environment.md section 8). Harmless on GPU.
+# CPU throughput (environment.md section 8). Harmless on GPU. The root filesystem may be read-only (compose,
+# Kubernetes): library caches go under the writable cache dir.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HUB_OFFLINE=1 \
     PARETORM_HOST=0.0.0.0 \
     PARETORM_PORT=8000 \
     PARETORM_CACHE_DIR=/var/cache/paretorm \
+    HF_HOME=/var/cache/paretorm/huggingface \
+    XDG_CACHE_HOME=/var/cache/paretorm/xdg \
     MALLOC_MMAP_THRESHOLD_=33554432 \
     MALLOC_TRIM_THRESHOLD_=1073741824 \
     MALLOC_TOP_PAD_=268435456

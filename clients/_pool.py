@@ -3,7 +3,8 @@
 Policy, in order of preference when a call needs a replica:
 1. replicas that are in service, not known to be busy, and not already failed during this call, the one
    with the fewest calls in flight (ties broken round-robin, so equal replicas share load evenly);
-2. if none is free right now, the replica that becomes free soonest, with the wait (the caller sleeps).
+2. if none is free right now, the replica whose `Retry-After` ends soonest, with that wait; replicas
+   that are out are tried again then too (after the caller's backoff), since no other one works.
 
 A replica is *out* after `failures_before_out` consecutive failures (connection errors, 502, 503) and
 comes back on probation after `cooldown_s`: one success restores it, one more failure sends it out
@@ -48,6 +49,7 @@ class Replica:
     busy_until: float = 0.0
     successes: int = 0
     failures: int = 0
+    overloaded: int = 0
 
     def free_at(self) -> float:
         return max(self.out_until, self.busy_until)
@@ -121,8 +123,10 @@ class ReplicaPool:
                 order = {id(r): (i - self._turn) % n for i, r in enumerate(self.replicas)}
                 chosen = min(preferred, key=lambda r: (r.in_flight, order[id(r)]))
                 return chosen, 0.0
-            soonest = min(self.replicas, key=lambda r: (r.free_at(), r in avoid))
-            return soonest, soonest.free_at() - now
+            # Every replica is out or busy. Being out only steers load away from a replica while others
+            # work; with none working, waiting out a cooldown would be slower than the caller's backoff.
+            soonest = min(self.replicas, key=lambda r: (max(r.busy_until, now), r in avoid, r.out_until))
+            return soonest, max(0.0, soonest.busy_until - now)
 
     def all_out(self) -> bool:
         now = self.clock()
@@ -159,5 +163,6 @@ class ReplicaPool:
         """429: alive but full; avoid it until `Retry-After` has passed."""
         with self._lock:
             replica.in_flight -= 1
+            replica.overloaded += 1
             replica.consecutive_failures = 0
             replica.busy_until = max(replica.busy_until, self.clock() + retry_after_s)

@@ -18,7 +18,8 @@ Configuration in veRL's YAML:
 
 veRL passes only the response text, so the prompt must come from the sample's `extra_info`: the first of
 `prompt_keys` present (default `prompt`, `question`, `raw_prompt`; text or chat messages). Put it there in
-your dataset preprocessing.
+your dataset preprocessing. `client_options` (e.g. `deadline_s`) go to the `RewardClient`; one client per
+process and configuration is reused across calls.
 """
 
 from __future__ import annotations
@@ -66,10 +67,11 @@ def compute_score(
     api_key: str | None = None,
     weights: ObjectiveWeights | None = None,
     prompt_keys: Sequence[str] = DEFAULT_PROMPT_KEYS,
+    client_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, float]:
     """veRL per-sample reward: per-objective rewards and the aggregate `score` (sync; thread-safe)."""
-    client = shared_client(url, api_key, {})
+    client = shared_client(url, api_key, client_options or {})
     batch = client.score([(prompt_from(extra_info, prompt_keys), solution_str)], weights=weights)
     return verl_result(batch[0], weights is not None)
 
@@ -84,14 +86,16 @@ async def compute_score_async(
     api_key: str | None = None,
     weights: ObjectiveWeights | None = None,
     prompt_keys: Sequence[str] = DEFAULT_PROMPT_KEYS,
+    client_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> dict[str, float]:
     """The same as `compute_score`, as a coroutine (veRL's reward loop awaits coroutine functions)."""
     loop = asyncio.get_running_loop()
-    key = (id(loop), (tuple(url) if isinstance(url, (list, tuple)) else url, api_key))
+    options = tuple(sorted((k, repr(v)) for k, v in (client_options or {}).items()))
+    key = (id(loop), (tuple(url) if isinstance(url, (list, tuple)) else url, api_key, options))
     client = _async_clients.get(key)
     if client is None:  # an AsyncClient belongs to one event loop
-        client = _async_clients[key] = AsyncRewardClient(url, api_key=api_key)
+        client = _async_clients[key] = AsyncRewardClient(url, api_key=api_key, **dict(client_options or {}))
     batch = await client.score([(prompt_from(extra_info, prompt_keys), solution_str)], weights=weights)
     return verl_result(batch[0], weights is not None)
 
@@ -106,10 +110,11 @@ def compute_score_batch(
     api_key: str | None = None,
     weights: ObjectiveWeights | None = None,
     prompt_keys: Sequence[str] = DEFAULT_PROMPT_KEYS,
+    client_options: Mapping[str, Any] | None = None,
     **kwargs: Any,
 ) -> list[dict[str, float]]:
     """veRL batch reward manager form: one (split, concurrent) call for the whole batch, results in order."""
-    client = shared_client(url, api_key, {})
+    client = shared_client(url, api_key, client_options or {})
     pairs = [(prompt_from(info, prompt_keys), text) for info, text in zip(extra_infos, solution_strs, strict=True)]
     batch = client.score(pairs, weights=weights)
     return [verl_result(item, weights is not None) for item in batch]

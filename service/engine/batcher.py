@@ -23,7 +23,7 @@ from service import metrics
 from service.engine.planning import plan_batch
 from service.engine.transformers_backend import ScoringBackend
 from service.engine.types import EncodedConversation, ScoreRow, ScoreRows
-from service.errors import NotReady, Overloaded
+from service.errors import NotReady, Overloaded, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +111,11 @@ class Batcher:
         if not conversations:
             return SubmitResult(rows=[], queue_ms=0.0, compute_ms=0.0)
         tokens = sum(conversation.num_tokens for conversation in conversations)
+        if tokens > self._max_queue_tokens:
+            raise PayloadTooLarge(
+                f"the request holds {tokens} tokens, more than the whole queue ({self._max_queue_tokens}); it "
+                "could never be accepted: split it into smaller requests"
+            )
         if self._queued_tokens + tokens > self._max_queue_tokens:
             metrics.REJECTED.labels(reason="queue_full").inc()
             raise Overloaded(

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from service.engine.outputs import pack_output, rows_from_stacked
 from service.engine.planning import build_units
 from service.engine.types import EncodedConversation, ScoreRows
 
@@ -58,7 +59,7 @@ class TransformersBackend:
             for position, index in enumerate(plain):
                 outputs[index] = rows[position]
         stacked = np.stack(outputs) if outputs else np.zeros((0, 0))
-        return _split_rows(stacked, computed)
+        return rows_from_stacked(stacked, computed)
 
     def _run_padded(self, rows: Sequence[EncodedConversation]) -> np.ndarray:
         lengths = torch.tensor([row.num_tokens for row in rows], device=self._device)
@@ -68,13 +69,13 @@ class TransformersBackend:
             input_ids[i, : row.num_tokens] = torch.tensor(row.input_ids, dtype=torch.long)
         attention_mask = (torch.arange(width, device=self._device)[None, :] < lengths[:, None]).long()
         if not hasattr(self._model, "hidden_states"):
-            return _pack(self._model(input_ids, attention_mask=attention_mask))
+            return pack_output(self._model(input_ids, attention_mask=attention_mask))
         hidden, _ = self._model.hidden_states(input_ids, attention_mask=attention_mask)  # (B, L, H)
         batch_index = torch.arange(len(rows), device=self._device)
         reward_hidden = hidden[batch_index, lengths - 1]  # (B, H)
         gate_index = torch.tensor([row.gate_index for row in rows], device=self._device)
         gate_hidden = hidden[batch_index, gate_index]  # (B, H)
-        return _pack(self._model.heads(reward_hidden, gate_hidden))
+        return pack_output(self._model.heads(reward_hidden, gate_hidden))
 
     def _run_shared(self, rows: Sequence[EncodedConversation], prefix_len: int) -> np.ndarray:
         prefix = torch.tensor([rows[0].input_ids[:prefix_len]], dtype=torch.long, device=self._device)
@@ -96,21 +97,4 @@ class TransformersBackend:
         )  # (G, S, H)
         batch_index = torch.arange(len(rows), device=self._device)
         reward_hidden = hidden[batch_index, suffix_lengths - 1]
-        return _pack(self._model.heads(reward_hidden, gate_hidden))
-
-
-def _pack(output: Any) -> np.ndarray:
-    """One (B, 3K+1) float64 array per batch: rewards | gating | coefficients | score."""
-    parts = [output.rewards, output.gating, output.coefficients, output.score[:, None]]
-    return torch.cat([part.detach().float().cpu() for part in parts], dim=1).double().numpy()
-
-
-def _split_rows(stacked: np.ndarray, computed_tokens: int) -> ScoreRows:
-    k = (stacked.shape[1] - 1) // 3 if stacked.size else 0
-    return ScoreRows(
-        rewards=stacked[:, :k],
-        gating=stacked[:, k : 2 * k],
-        coefficients=stacked[:, 2 * k : 3 * k],
-        score=stacked[:, 3 * k] if stacked.size else np.zeros(0),
-        computed_tokens=computed_tokens,
-    )
+        return pack_output(self._model.heads(reward_hidden, gate_hidden))

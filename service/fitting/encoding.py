@@ -6,11 +6,10 @@ chat template (``add_generation_prompt=False``) and tokenises the text with ``ad
 positions than the served model; the same two calls are made here.
 
 ``derive_gate_pattern`` finds the gate pattern of a backbone that has none in its config (any template,
-not only Llama-3): render a one-turn prompt without and with the generation prompt, and a full
-conversation. The gate token is the last token of the rendered prompt (Llama-3: the ``<|eot_id|>``
-closing the user turn); the pattern runs from it to the end of the generation prompt, cut back to the
-part that the full conversation tokenises identically — with ByteLevel BPE a trailing ``"\\n\\n"`` can
-merge differently once response text follows (environment.md, "Gate-pattern pitfall").
+not only Llama-3): the gate token is the last token of the rendered prompt (Llama-3: the ``<|eot_id|>``
+closing the user turn); the pattern runs from it to the end of the assistant header, read by character
+offsets inside a tokenised full conversation — with ByteLevel BPE a trailing ``"\\n\\n"`` merges
+differently once response text follows (environment.md, "Gate-pattern pitfall").
 """
 
 from __future__ import annotations
@@ -42,24 +41,25 @@ def tokenize(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
 
 
 def derive_gate_pattern(tokenizer: Any) -> tuple[int, ...]:
-    """The ids from the prompt's last token through the assistant header, as the template renders them."""
+    """The ids from the prompt's last token through the assistant header, as a conversation tokenises them."""
     if getattr(tokenizer, "chat_template", None) is None:
         raise ValueError("the backbone's tokenizer has no chat_template; add one to tokenizer_config.json")
-    prompt, generation, full = tokenize(
-        tokenizer,
-        [render(tokenizer, _PROBE_PROMPT), render(tokenizer, _PROBE_PROMPT, generation_prompt=True),
-         render(tokenizer, [*_PROBE_PROMPT, _PROBE_REPLY])],
-    )  # fmt: skip
-    common = 0
-    while common < min(len(generation), len(full)) and generation[common] == full[common]:
-        common += 1
-    gate = len(prompt) - 1
-    if full[: len(prompt)] != prompt or common <= gate + 1:
+    prompt_text = render(tokenizer, _PROBE_PROMPT)
+    header_end = len(render(tokenizer, _PROBE_PROMPT, generation_prompt=True))
+    full_text = render(tokenizer, [*_PROBE_PROMPT, _PROBE_REPLY])
+    if not full_text.startswith(prompt_text) or full_text.find(_PROBE_REPLY["content"], header_end) != header_end:
         raise ValueError(
-            "cannot derive the gate pattern from the chat template: the rendered prompt is not a prefix of the "
-            "rendered conversation. Pass the pattern explicitly (--gate-pattern ID ID ...)"
+            "cannot derive the gate pattern: the chat template does not render the conversation as prompt, "
+            "assistant header, response. Pass the pattern explicitly (--gate-pattern ID ID ...)"
         )
-    return tuple(full[gate:common])
+    enc = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    # Character spans, not separate tokenisations: a header ending in "\n\n" may merge differently alone.
+    first = next(i for i, (a, b) in enumerate(offsets) if a <= len(prompt_text) - 1 < b)
+    stop = next(i for i, (a, b) in enumerate(offsets) if b > header_end)
+    if offsets[stop][0] < header_end:
+        raise ValueError("a token straddles the assistant header and the response; pass --gate-pattern explicitly")
+    return tuple(int(t) for t in ids[first:stop])
 
 
 def encode_conversations(

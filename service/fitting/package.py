@@ -20,7 +20,7 @@ from torch import nn
 from service.model.armorm import ArmoRMRewardModel
 from service.model.config import ArmoRMHeadConfig
 from service.model.gating import GatingNetwork
-from service.model.loading import _parameters_on_meta, save_armorm_checkpoint
+from service.model.loading import parameters_on_meta, save_armorm_checkpoint
 
 
 def assemble_armorm(
@@ -45,7 +45,7 @@ def assemble_armorm(
         gating_token_pattern=tuple(int(t) for t in gate_pattern),
         pad_token_id=pad_token_id,
     )
-    with _parameters_on_meta():
+    with parameters_on_meta():
         model = ArmoRMRewardModel(config, head)
     state: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in backbone.state_dict().items()}
     state["regression_layer.weight"] = regression_weight.detach().float().cpu()

@@ -50,9 +50,9 @@ class Progress:
         rate = (self.done - self._start_done) / elapsed
         pct = 100.0 * self.done / self.total if self.total else 100.0
         filled = int(pct / 5)
-        eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+        eta = f"{(self.total - self.done) / rate:6.0f}s" if rate > 0 else "     --"
         self._stream.write(
             f"\r{self.desc} [{'#' * filled}{'.' * (20 - filled)}] {self.done}/{self.total} "
-            f"({pct:5.1f}%) {rate:6.1f} it/s eta {eta:6.0f}s"
+            f"({pct:5.1f}%) {rate:6.1f} it/s eta {eta}"
         )
         self._stream.flush()

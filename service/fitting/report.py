@@ -111,9 +111,10 @@ def plot_report(report: dict[str, Any], path: Path) -> Path:
     if report["debias"] is not None:
         d = report["debias"]
         lam = [d["lambdas"][n] for n in names]
-        colors = ["tab:green" if d["reached_threshold"][n] else "tab:red" for n in names]
+        colors = ["tab:gray" if n == d["verbosity_objective"] else "tab:green" if d["reached_threshold"][n]
+                  else "tab:red" for n in names]  # fmt: skip
         axes[2].barh(names, lam, color=colors)
-        axes[2].set_title(f"debiasing λ (verbosity: {d['verbosity_objective']}; red = threshold not reached)")
+        axes[2].set_title(f"debiasing λ vs {d['verbosity_objective']}\n(red: threshold not reached; gray: itself)")
     else:
         axes[2].text(0.5, 0.5, "no verbosity debiasing", ha="center", va="center")
         axes[2].set_title("debiasing λ")

@@ -8,7 +8,13 @@ from .armorm import ArmoRMRewardModel
 from .config import ARMORM_OBJECTIVES, LLAMA3_GATE_PATTERN, ArmoRMHeadConfig
 from .errors import CheckpointError, GatePatternNotFound, ModelInputError
 from .gating import GatingNetwork
-from .loading import LoadedRewardModel, checkpoint_revision, load_reward_model, save_armorm_checkpoint
+from .loading import (
+    LoadedRewardModel,
+    checkpoint_revision,
+    load_reward_model,
+    parameters_on_meta,
+    save_armorm_checkpoint,
+)
 from .outputs import RewardOutput, RewardRow
 from .positions import gate_position, gate_positions, reward_position, reward_positions
 from .sequence_classification import SequenceClassificationRewardModel
@@ -44,6 +50,7 @@ __all__ = [
     "gate_position",
     "gate_positions",
     "load_reward_model",
+    "parameters_on_meta",
     "reward_position",
     "reward_positions",
     "save_armorm_checkpoint",

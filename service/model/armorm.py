@@ -80,7 +80,9 @@ class ArmoRMRewardModel(nn.Module):
 
     @property
     def backbone_dtype(self) -> torch.dtype:
-        return self.model.embed_tokens.weight.dtype if hasattr(self.model, "embed_tokens") else self.head_dtype
+        return (
+            self.model.embed_tokens.weight.dtype if hasattr(self.model, "embed_tokens") else self.head_dtype
+        )
 
     @property
     def head_dtype(self) -> torch.dtype:

@@ -89,7 +89,11 @@ class ArmoRMHeadConfig:
         k = int(config["num_objectives"])
         names = config.get("objective_names")
         if names is None:
-            names = ARMORM_OBJECTIVES if k == len(ARMORM_OBJECTIVES) else tuple(f"objective_{i}" for i in range(k))
+            names = (
+                ARMORM_OBJECTIVES
+                if k == len(ARMORM_OBJECTIVES)
+                else tuple(f"objective_{i}" for i in range(k))
+            )
         pattern = config.get("gating_token_pattern")
         pad = config.get("pad_token_id")
         return cls(

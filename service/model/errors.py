@@ -30,8 +30,8 @@ class GatePatternNotFound(ModelInputError):
         self.row = row
         where = f"row {row} " if row is not None else ""
         super().__init__(
-            f"gate token pattern {list(self.pattern)} not found in {where}({length} tokens): the conversation "
-            "must end with an assistant turn rendered with the checkpoint's chat template "
+            f"gate token pattern {list(self.pattern)} not found in {where}({length} tokens): "
+            "the conversation must end with an assistant turn rendered with the checkpoint's chat template "
             "(…<|eot_id|><|start_header_id|>assistant<|end_header_id|>\\n\\n{response}<|eot_id|>); "
             "a conversation ending with a user turn, raw text, left truncation or another tokenizer lose it"
         )

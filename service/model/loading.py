@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
@@ -44,7 +45,14 @@ from .config import ArmoRMHeadConfig
 from .errors import CheckpointError
 from .sequence_classification import SequenceClassificationRewardModel
 
-__all__ = ["ARMORM_ARCHITECTURE", "LoadedRewardModel", "load_reward_model", "save_armorm_checkpoint"]
+__all__ = [
+    "ARMORM_ARCHITECTURE",
+    "LoadedRewardModel",
+    "checkpoint_revision",
+    "load_reward_model",
+    "parameters_on_meta",
+    "save_armorm_checkpoint",
+]
 
 ARMORM_ARCHITECTURE = "LlamaForRewardModelWithGating"
 SAFE_INDEX = "model.safetensors.index.json"
@@ -90,24 +98,26 @@ def load_reward_model(
         )
     raw = _read_json(root / "config.json")
     files = _weight_files(root, allow_pickle=allow_pickle)
-    state = _read_tensors(files)
-    for key in _IGNORED_KEYS:
-        state.pop(key, None)
-    kind = _detect_kind(raw, state, root)
+    kind = _detect_kind(raw, files, root)  # before reading gigabytes of weights
     config = _read_config(root)
-
+    head: ArmoRMHeadConfig | None = None
     if kind == ArmoRMRewardModel.kind:
         try:
             head = ArmoRMHeadConfig.from_dict(raw)
         except ValueError as exc:
             raise CheckpointError(f"{root / 'config.json'}: {exc}") from exc
-        with _parameters_on_meta():
+    state = _read_tensors(files)
+    for key in _IGNORED_KEYS:
+        state.pop(key, None)
+
+    if head is not None:
+        with parameters_on_meta():
             model: RewardModel = ArmoRMRewardModel(config, head, attn_implementation=attn_implementation)
         # Backbone in the requested dtype, heads in float32.
         state = {k: _cast(v, dtype if k.startswith("model.") else torch.float32) for k, v in state.items()}
         _assign(model, state, root)
     else:
-        with _parameters_on_meta():
+        with parameters_on_meta():
             model = SequenceClassificationRewardModel(config, attn_implementation=attn_implementation)
         state = {k: _cast(v, dtype) for k, v in state.items()}
         _assign(model.classifier, state, root)
@@ -137,7 +147,7 @@ def save_armorm_checkpoint(
     max_shard_size: int | None = None,
     extra_config: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write ``model`` in the ArmoRM hub layout (config, safetensors, tokenizer) that ``load_reward_model`` reads.
+    """Write ``model`` in the ArmoRM hub layout (config, safetensors, tokenizer) for ``load_reward_model``.
 
     ``max_shard_size`` (bytes) splits the weights into ``model-0000k-of-0000N.safetensors`` files plus
     ``model.safetensors.index.json``; ``None`` writes one ``model.safetensors``. Weight files already in
@@ -145,7 +155,12 @@ def save_armorm_checkpoint(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in [*out.glob("model*.safetensors"), *out.glob("pytorch_model*.bin"), out / SAFE_INDEX, out / PICKLE_INDEX]:
+    for stale in [
+        *out.glob("model*.safetensors"),
+        *out.glob("pytorch_model*.bin"),
+        out / SAFE_INDEX,
+        out / PICKLE_INDEX,
+    ]:
         stale.unlink(missing_ok=True)
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -162,7 +177,10 @@ def save_armorm_checkpoint(
         index = {"metadata": {"total_size": total}, "weight_map": weight_map}
         (out / SAFE_INDEX).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
-    cfg = {k: v for k, v in model.config.to_dict().items() if not (k == "_name_or_path" and not v)}
+    # Demo markers are not inherited: a model fitted on the demo backbone is no longer the demo.
+    cfg = {k: v for k, v in model.config.to_dict().items() if not k.startswith("paretorm_")}
+    if not cfg.get("_name_or_path"):
+        cfg.pop("_name_or_path", None)
     cfg.pop("auto_map", None)  # our class needs no remote code
     cfg.update(model.head_config.to_dict())
     cfg["architectures"] = [ARMORM_ARCHITECTURE]
@@ -220,7 +238,9 @@ def _weight_files(root: Path, *, allow_pickle: bool) -> list[Path]:
     loose = sorted(root.glob("*.safetensors"))
     if loose:
         return loose
-    pickles = [root / PICKLE_INDEX] if (root / PICKLE_INDEX).is_file() else sorted(root.glob("pytorch_model*.bin"))
+    pickles = (
+        [root / PICKLE_INDEX] if (root / PICKLE_INDEX).is_file() else sorted(root.glob("pytorch_model*.bin"))
+    )
     if pickles:
         if not allow_pickle:
             raise CheckpointError(
@@ -242,8 +262,20 @@ def _indexed_files(root: Path, index_path: Path) -> list[Path]:
     files = [root / name for name in sorted(set(weight_map.values()))]
     missing = [f.name for f in files if not f.is_file()]
     if missing:
-        raise CheckpointError(f"{index_path.name} lists shards that are not in {root}: {missing}; copy them in")
+        raise CheckpointError(
+            f"{index_path.name} lists shards that are not in {root}: {missing}; copy them in"
+        )
     return files
+
+
+def _tensor_names(files: list[Path]) -> set[str]:
+    """Tensor names from safetensors headers only (pickles would have to be unpickled: skipped)."""
+    names: set[str] = set()
+    for f in files:
+        if f.suffix == ".safetensors":
+            with safe_open(str(f), framework="pt") as fh:
+                names.update(fh.keys())
+    return names
 
 
 def _read_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
@@ -255,17 +287,21 @@ def _read_tensors(files: list[Path]) -> dict[str, torch.Tensor]:
             else:
                 part = torch.load(f, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:  # safetensors and torch raise several unrelated types for corrupt files
-            raise CheckpointError(f"cannot read weights from {f} ({exc}); re-download or re-save the file") from exc
+            raise CheckpointError(
+                f"cannot read weights from {f} ({exc}); re-download or re-save the file"
+            ) from exc
         state.update(part)
     return state
 
 
-def _detect_kind(raw: Mapping[str, Any], state: Mapping[str, torch.Tensor], root: Path) -> str:
+def _detect_kind(raw: Mapping[str, Any], files: list[Path], root: Path) -> str:
     archs = [str(a) for a in raw.get("architectures") or []]
-    if ARMORM_ARCHITECTURE in archs or ("num_objectives" in raw and "regression_layer.weight" in state):
+    if ARMORM_ARCHITECTURE in archs:
         return ArmoRMRewardModel.kind
     if any(a.endswith("ForSequenceClassification") for a in archs):
         return SequenceClassificationRewardModel.kind
+    if "num_objectives" in raw and "regression_layer.weight" in _tensor_names(files):
+        return ArmoRMRewardModel.kind
     raise CheckpointError(
         f"{root / 'config.json'} declares architectures {archs}: paretorm serves "
         f"{ARMORM_ARCHITECTURE} checkpoints and *ForSequenceClassification reward models; a causal LM or "
@@ -275,11 +311,12 @@ def _detect_kind(raw: Mapping[str, Any], state: Mapping[str, torch.Tensor], root
 
 def _read_config(root: Path) -> PretrainedConfig:
     try:
-        return AutoConfig.from_pretrained(str(root), trust_remote_code=False)
+        config: PretrainedConfig = AutoConfig.from_pretrained(str(root), trust_remote_code=False)
     except (ValueError, KeyError, OSError) as exc:
         raise CheckpointError(
             f"transformers cannot build a config from {root / 'config.json'} ({exc}); check its model_type"
         ) from exc
+    return config
 
 
 def _load_tokenizer(root: Path) -> PreTrainedTokenizerBase:
@@ -319,8 +356,12 @@ def _hash_safetensors_samples(fh: Any, h: Any) -> None:
 
 
 @contextmanager
-def _parameters_on_meta() -> Iterator[None]:
-    """Create every parameter on ``meta`` (buffers stay real), as accelerate's ``init_empty_weights``."""
+def parameters_on_meta() -> Iterator[None]:
+    """Create every parameter on ``meta`` (buffers stay real), as accelerate's ``init_empty_weights``.
+
+    It patches ``nn.Module.register_parameter`` process-wide for the duration: do not build other
+    modules on another thread while a model is loading.
+    """
     original: Callable[..., None] = nn.Module.register_parameter
 
     def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
@@ -330,11 +371,13 @@ def _parameters_on_meta() -> Iterator[None]:
             assert p is not None
             module._parameters[name] = nn.Parameter(p.to("meta"), requires_grad=p.requires_grad)
 
-    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    nn.Module.register_parameter = register  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
         nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -356,7 +399,9 @@ def _assign(module: nn.Module, state: dict[str, torch.Tensor], root: Path) -> No
         raise CheckpointError(f"weights in {root} have the wrong shapes for config.json: {exc}") from exc
     still_meta = [n for n, t in [*module.named_parameters(), *module.named_buffers()] if t.is_meta]
     if still_meta:
-        raise CheckpointError(f"tensors {still_meta[:8]} were not loaded from {root}; the checkpoint is incomplete")
+        raise CheckpointError(
+            f"tensors {still_meta[:8]} were not loaded from {root}; the checkpoint is incomplete"
+        )
 
 
 def _plan_shards(state: dict[str, torch.Tensor], max_shard_size: int | None) -> list[dict[str, torch.Tensor]]:

@@ -44,7 +44,9 @@ class RewardOutput:
         return int(self.score.shape[0])
 
     def cpu(self) -> RewardOutput:
-        return RewardOutput(*(t.detach().cpu() for t in (self.rewards, self.gating, self.coefficients, self.score)))
+        return RewardOutput(
+            *(t.detach().cpu() for t in (self.rewards, self.gating, self.coefficients, self.score))
+        )
 
     def row(self, i: int) -> RewardRow:
         """Row ``i`` as Python floats."""

@@ -10,8 +10,8 @@ Reference semantics (armorm.md §1.4), reproduced exactly:
   ``len(ids) - len(pattern)`` down to 0, so a match must fit entirely inside the row.
 
 The reference does the gate search as a Python loop over every token of every row; here the single-row
-version only looks at positions holding the pattern's first token (found with numpy), and the batched
-version compares all windows at once in torch, on the tensor's own device.
+version only checks positions holding the pattern's first token (found by a C-level scan), and the
+batched version compares all windows at once (numpy on CPU, torch on other devices).
 """
 
 from __future__ import annotations
@@ -28,44 +28,69 @@ __all__ = ["gate_position", "gate_positions", "reward_position", "reward_positio
 
 def gate_position(input_ids: Sequence[int] | np.ndarray | torch.Tensor, pattern: Sequence[int]) -> int:
     """Start index of the last occurrence of ``pattern`` in ``input_ids``; raise ``GatePatternNotFound``."""
-    ids = _as_numpy(input_ids)
-    pat = np.asarray(list(pattern), dtype=np.int64)
-    n, p = ids.shape[0], pat.shape[0]
-    if p == 0:
+    pat = [int(t) for t in pattern]
+    if not pat:
         raise ValueError("gate pattern must not be empty")
+    if isinstance(input_ids, list):
+        return _gate_position_in_list(input_ids, pat)
+    ids = _as_numpy(input_ids)
+    n, p = int(ids.shape[0]), len(pat)
     if n >= p:
         # Only positions holding the pattern's first token can start a match; try them right to left.
         starts = np.flatnonzero(ids[: n - p + 1] == pat[0])
+        target = np.asarray(pat, dtype=np.int64)
         for j in starts[::-1]:
-            if np.array_equal(ids[j : j + p], pat):
+            if np.array_equal(ids[j : j + p], target):
                 return int(j)
-    raise GatePatternNotFound(pat.tolist(), length=n)
+    raise GatePatternNotFound(pat, length=n)
+
+
+def _gate_position_in_list(ids: list[int], pat: list[int]) -> int:
+    # list.index scans in C; converting a long list to numpy costs more than this whole search.
+    n, p = len(ids), len(pat)
+    starts: list[int] = []
+    j = -1
+    while n >= p:
+        try:
+            j = ids.index(pat[0], j + 1, n - p + 1)
+        except ValueError:
+            break
+        starts.append(j)
+    for j in reversed(starts):
+        if ids[j : j + p] == pat:
+            return j
+    raise GatePatternNotFound(pat, length=n)
 
 
 def gate_positions(input_ids: torch.Tensor, pattern: Sequence[int]) -> torch.Tensor:
     """Batched ``gate_position`` over the rows of ``(B, L)`` ids; returns a ``(B,)`` long tensor."""
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (batch, length), got shape {tuple(input_ids.shape)}")
-    b, n = input_ids.shape
-    p = len(pattern)
+    n, p = int(input_ids.shape[1]), len(pattern)
     if p == 0:
         raise ValueError("gate pattern must not be empty")
     if n < p:
         raise GatePatternNotFound(pattern, length=n, row=0)
-    pat = torch.as_tensor(list(pattern), dtype=input_ids.dtype, device=input_ids.device)
-    hits = (input_ids.unfold(1, p, 1) == pat).all(dim=-1)  # (B, L - P + 1)
-    found = hits.any(dim=-1)
+    m = n - p + 1
+    # One shifted comparison per pattern token: hits[b, j] is True where a match starts at j.
+    # numpy on CPU (several times faster than torch here for int64 compares), torch elsewhere.
+    ids: np.ndarray | torch.Tensor = input_ids.numpy() if input_ids.device.type == "cpu" else input_ids
+    hits = ids[:, :m] == int(pattern[0])
+    for k in range(1, p):
+        hits &= ids[:, k : k + m] == int(pattern[k])
+    hits_t = torch.as_tensor(hits, device=input_ids.device)  # (B, L - P + 1)
+    found = hits_t.any(dim=-1)
     if not bool(found.all()):
         row = int((~found).nonzero()[0, 0])
         raise GatePatternNotFound(pattern, length=n, row=row)
     # argmax returns the first maximum, so on the flipped rows it finds the last hit.
-    return (n - p) - hits.flip(-1).to(torch.int8).argmax(dim=-1)
+    return (m - 1) - hits_t.flip(-1).to(torch.int8).argmax(dim=-1)
 
 
 def reward_position(input_ids: Sequence[int] | np.ndarray | torch.Tensor, pad_token_id: int | None) -> int:
     """Index of the token before the first pad (or the last token when there is no pad)."""
     ids = _as_numpy(input_ids)
-    n = ids.shape[0]
+    n = int(ids.shape[0])
     if n == 0:
         raise ModelInputError("cannot score an empty token sequence")
     if pad_token_id is None:

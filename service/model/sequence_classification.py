@@ -27,7 +27,7 @@ __all__ = ["SequenceClassificationRewardModel", "label_names"]
 def label_names(config: PretrainedConfig) -> tuple[str, ...]:
     """Objective names from ``id2label`` in index order (``LABEL_i`` style names are kept as given)."""
     id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
-    return tuple(id2label.get(i, f"objective_{i}") for i in range(config.num_labels))
+    return tuple(id2label.get(i, f"objective_{i}") for i in range(int(config.num_labels or 0)))
 
 
 class SequenceClassificationRewardModel(nn.Module):
@@ -39,8 +39,10 @@ class SequenceClassificationRewardModel(nn.Module):
 
     def __init__(self, config: PretrainedConfig, *, attn_implementation: str | None = None) -> None:
         super().__init__()
-        if config.num_labels < 1:
-            raise ValueError(f"a sequence-classification reward model needs num_labels >= 1, got {config.num_labels}")
+        if not config.num_labels or config.num_labels < 1:
+            raise ValueError(
+                f"a sequence-classification reward model needs num_labels >= 1, got {config.num_labels}"
+            )
         kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
         self.config = config
         self.classifier = AutoModelForSequenceClassification.from_config(config, **kwargs)
@@ -66,4 +68,6 @@ class SequenceClassificationRewardModel(nn.Module):
         rewards = logits.float()  # (B, K)
         k = rewards.shape[-1]
         uniform = torch.full_like(rewards, 1.0 / k)
-        return RewardOutput(rewards=rewards, gating=uniform, coefficients=uniform.clone(), score=rewards.mean(-1))
+        return RewardOutput(
+            rewards=rewards, gating=uniform, coefficients=uniform.clone(), score=rewards.mean(-1)
+        )

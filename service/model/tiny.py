@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from torch import nn
 from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrainedTokenizerFast
 
 from .armorm import ArmoRMRewardModel
@@ -80,7 +81,7 @@ _WORDS = (
     "capital france paris city country river mountain weather today tomorrow water fire earth air"
 ).split()
 _SENTENCES = (
-    "What are some synonyms for the word \"beautiful\"?",
+    'What are some synonyms for the word "beautiful"?',
     "Nicely, Beautifully, Handsome, Stunning, Wonderful, Gorgeous, Pretty, Stunning, Elegant",
     "Write a Python function that returns the sum of a list of numbers.",
     "def total(xs):\n    return sum(xs)\n",
@@ -129,12 +130,14 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def derive_gate_pattern(tokenizer: PreTrainedTokenizerFast) -> tuple[int, ...]:
-    """Ids from the ``<|eot_id|>`` before the last assistant header up to (not incl.) the response's first token.
+    """Ids from the ``<|eot_id|>`` before the last assistant header up to the response's first token.
 
     Read from whole rendered conversations via character offsets, never from the header alone, and
     checked against several response openings so the pattern does not depend on the response text.
     """
-    found = {_pattern_in_conversation(tokenizer, opening) for opening in ("Zq fine.", "sure", "1. Yes", '"Quoted"')}
+    found = {
+        _pattern_in_conversation(tokenizer, opening) for opening in ("Zq fine.", "sure", "1. Yes", '"Quoted"')
+    }
     if len(found) != 1:
         raise RuntimeError(
             f"the gate pattern depends on the response's first characters ({sorted(found)}); this tokenizer "
@@ -173,9 +176,11 @@ def build_tiny_armorm(
     max_shard_size: int | None = None,
     demo: bool = False,
 ) -> Path:
-    """Write a random, deterministic ArmoRM-layout checkpoint (config, safetensors, tokenizer) to ``out_dir``."""
+    """Write a random, deterministic ArmoRM-layout checkpoint (config, weights, tokenizer) to ``out_dir``."""
     tokenizer = build_tiny_tokenizer()
-    config = _tiny_llama_config(tokenizer, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size)
+    config = _tiny_llama_config(
+        tokenizer, hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size
+    )
     names = tuple(objective_names)
     head = ArmoRMHeadConfig(
         num_objectives=len(names),
@@ -190,13 +195,15 @@ def build_tiny_armorm(
         model = ArmoRMRewardModel(config, head, attn_implementation="sdpa")
         _randomise_heads(model, names)
     extra = {"paretorm_demo": True, "paretorm_description": DEMO_DESCRIPTION} if demo else None
-    return save_armorm_checkpoint(model, tokenizer, out_dir, max_shard_size=max_shard_size, extra_config=extra)
+    return save_armorm_checkpoint(
+        model, tokenizer, out_dir, max_shard_size=max_shard_size, extra_config=extra
+    )
 
 
 def build_tiny_sequence_classifier(
     out_dir: str | Path, *, num_labels: int, seed: int = 0, label_names: Sequence[str] | None = None
 ) -> Path:
-    """Write a random ``LlamaForSequenceClassification`` with ``num_labels`` named objectives to ``out_dir``."""
+    """Write a random ``LlamaForSequenceClassification`` with ``num_labels`` named objectives."""
     names = tuple(label_names) if label_names is not None else (TINY_OBJECTIVES * 4)[:num_labels]
     if len(names) != num_labels or len(set(names)) != num_labels:
         raise ValueError(f"need {num_labels} distinct label names, got {list(names)}")
@@ -217,7 +224,7 @@ def build_tiny_sequence_classifier(
 
 
 def default_demo_dir(cache_dir: str | Path | None = None) -> Path:
-    """Where the demo checkpoint lives: ``cache_dir``, else ``$PARETORM_CACHE_DIR``, else ``~/.cache/paretorm``."""
+    """Demo checkpoint directory under ``cache_dir``, ``$PARETORM_CACHE_DIR`` or ``~/.cache/paretorm``."""
     base = cache_dir or os.environ.get("PARETORM_CACHE_DIR") or Path.home() / ".cache" / "paretorm"
     return Path(base).expanduser() / _DEMO_DIRNAME
 
@@ -266,11 +273,14 @@ def _randomise_heads(model: ArmoRMRewardModel, names: tuple[str, ...]) -> None:
     h = model.config.hidden_size
     model.regression_layer.weight.normal_(0.0, 1.0 / h**0.5)
     for layer in model.gating.layers:
+        assert isinstance(layer, nn.Linear)
         layer.weight.normal_(0.0, (2.0 / layer.in_features) ** 0.5)
         if layer.bias is not None:
             layer.bias.normal_(0.0, 0.1)
     # Logits of a few units after /temperature, so the softmax is visibly non-uniform.
-    model.gating.layers[-1].weight.mul_(model.gating.temperature)
+    last = model.gating.layers[-1]
+    assert isinstance(last, nn.Linear)
+    last.weight.mul_(model.gating.temperature)
     model.gating.logit_scale.fill_(1.0 + torch.rand(()).item())
     k = len(names)
     v = names.index("helpsteer-verbosity") if "helpsteer-verbosity" in names else k - 1

@@ -152,7 +152,9 @@ def render_dpa_system_prompt(
     labels = labels or {}
     unknown = sorted(set(labels) - set(direction.names))
     if unknown:
-        raise DirectionError(f"labels name unknown objectives {unknown}; valid names: {list(direction.names)}")
+        raise DirectionError(
+            f"labels name unknown objectives {unknown}; valid names: {list(direction.names)}"
+        )
     terms = [
         f"{labels.get(name, name)}*{round(100 * component)}"
         for name, component in zip(direction.names, direction.components, strict=True)
@@ -170,9 +172,7 @@ def _raw_vector(spec: Any, names: Sequence[str], *, field: str) -> np.ndarray:
             raise DirectionError(f"{field} is an empty dict; name at least one of {list(names)}")
         unknown = [key for key in spec if key not in names]
         if unknown:
-            raise DirectionError(
-                f"{field} names unknown objective(s) {unknown}; valid names: {list(names)}"
-            )
+            raise DirectionError(f"{field} names unknown objective(s) {unknown}; valid names: {list(names)}")
         raw = np.zeros(len(names), dtype=np.float64)
         position = {name: i for i, name in enumerate(names)}
         for key, value in spec.items():

@@ -164,8 +164,18 @@ def build_inter_pairs(
         violations_fewer = n_instructions - count_satisfied(rejected, prompt_fewer, fewer)
         chosen_ok = count_satisfied(chosen, prompt_more, more) + count_satisfied(chosen, prompt_fewer, fewer)
         if chosen_ok == 2 * n_instructions and violations_more > violations_fewer:
-            pairs.append(InterPair(prompt_more, prompt_fewer, chosen, rejected, tuple(more), tuple(fewer),
-                                   violations_more, violations_fewer))
+            pairs.append(
+                InterPair(
+                    prompt_more,
+                    prompt_fewer,
+                    chosen,
+                    rejected,
+                    tuple(more),
+                    tuple(fewer),
+                    violations_more,
+                    violations_fewer,
+                )
+            )
     return pairs
 
 
@@ -177,7 +187,11 @@ def _intra_candidate(
     rng.shuffle(order)
     if mode == "all_vs_not_all":
         # Slots: (generator, satisfied instruction, violated instruction or None).
-        slots = [(g, ok, g.generate(response, False, rng)) for g in order if (ok := g.generate(response, True, rng))]
+        slots = [
+            (g, ok, g.generate(response, False, rng))
+            for g in order
+            if (ok := g.generate(response, True, rng))
+        ]
         slots = slots[:n]
         flippable = [i for i, (_, _, bad) in enumerate(slots) if bad is not None]
         if len(slots) < n or not flippable:
@@ -188,7 +202,9 @@ def _intra_candidate(
         return w, l_
     # some_vs_none: the same n generators in both prompts; x_l takes every violated variant, x_w swaps
     # k >= 1 of them for their satisfied variants.
-    slots = [(bad, g.generate(response, True, rng)) for g in order if (bad := g.generate(response, False, rng))]
+    slots = [
+        (bad, g.generate(response, True, rng)) for g in order if (bad := g.generate(response, False, rng))
+    ]
     slots = slots[:n]
     satisfiable = [i for i, (_, ok) in enumerate(slots) if ok is not None]
     if len(slots) < n or not satisfiable:
@@ -198,8 +214,9 @@ def _intra_candidate(
     return w, tuple(bad for bad, _ in slots)
 
 
-def _classify(chosen: str, rejected: str, rng: random.Random, generators: Sequence[InstructionGenerator]
-              ) -> tuple[list[Instruction], list[Instruction]]:
+def _classify(
+    chosen: str, rejected: str, rng: random.Random, generators: Sequence[InstructionGenerator]
+) -> tuple[list[Instruction], list[Instruction]]:
     """One instruction per generator that ``chosen`` meets, split by whether ``rejected`` meets it too."""
     discriminating: list[Instruction] = []
     neutral: list[Instruction] = []
@@ -218,7 +235,8 @@ def _pick(pool: list[Instruction], k: int, rng: random.Random) -> list[Instructi
 
 def _check_counts(n_instructions: int, n_pairs: int, n_generators: int) -> None:
     if n_instructions < 1 or n_instructions > n_generators:
-        raise ValueError(f"n_instructions must be between 1 and {n_generators} (one per generator), "
-                         f"got {n_instructions}")
+        raise ValueError(
+            f"n_instructions must be between 1 and {n_generators} (one per generator), got {n_instructions}"
+        )
     if n_pairs < 1:
         raise ValueError(f"n_pairs must be >= 1, got {n_pairs}")

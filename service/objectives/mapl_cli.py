@@ -77,8 +77,9 @@ def augment_jsonl(
             stats.original += 1
         roles = [("chosen", chosen)] + ([("rejected", rejected)] if responses == "both" else [])
         for role, response in roles:
-            for pair in build_intra_pairs(prompt, response, rng, n_instructions=n_instructions,
-                                          n_pairs=intra_per_response):
+            for pair in build_intra_pairs(
+                prompt, response, rng, n_instructions=n_instructions, n_pairs=intra_per_response
+            ):
                 out.append({
                     "kind": "intra", "source_line": line_number, "response_role": role, "mode": pair.mode,
                     "prompt_chosen": pair.x_w, "prompt_rejected": pair.x_l, "response": pair.y,
@@ -87,8 +88,9 @@ def augment_jsonl(
                 })  # fmt: skip
                 stats.intra += 1
         if inter_per_pair:
-            for inter in build_inter_pairs(prompt, chosen, rejected, rng, n_instructions=n_instructions,
-                                           n_pairs=inter_per_pair):
+            for inter in build_inter_pairs(
+                prompt, chosen, rejected, rng, n_instructions=n_instructions, n_pairs=inter_per_pair
+            ):
                 out.append({
                     "kind": "inter", "source_line": line_number, "prompt_more": inter.prompt_more,
                     "prompt_fewer": inter.prompt_fewer, "chosen": inter.chosen, "rejected": inter.rejected,
@@ -115,10 +117,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="RNG seed; same seed, same output")
     parser.add_argument("--n-instructions", type=int, default=3, help="instructions added per prompt")
     parser.add_argument("--intra-per-response", type=int, default=1, help="intra-sample pairs per response")
-    parser.add_argument("--inter-per-pair", type=int, default=1, help="inter-sample pairs per input pair (0: none)")
-    parser.add_argument("--responses", choices=["both", "chosen"], default="both",
-                        help="build intra pairs for both responses (Rc-BT style) or only the chosen one")
-    parser.add_argument("--no-original", action="store_true", help="do not copy the input pairs to the output")
+    parser.add_argument(
+        "--inter-per-pair", type=int, default=1, help="inter-sample pairs per input pair (0: none)"
+    )
+    parser.add_argument(
+        "--responses",
+        choices=["both", "chosen"],
+        default="both",
+        help="build intra pairs for both responses (Rc-BT style) or only the chosen one",
+    )
+    parser.add_argument(
+        "--no-original", action="store_true", help="do not copy the input pairs to the output"
+    )
     args = parser.parse_args(argv)
     try:
         stats = augment_jsonl(
@@ -146,7 +156,9 @@ def _read(path: Path) -> list[tuple[int, dict[str, Any]]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as error:
-                raise MaplInputError(f"{where}: not valid JSON ({error.msg} at column {error.colno})") from None
+                raise MaplInputError(
+                    f"{where}: not valid JSON ({error.msg} at column {error.colno})"
+                ) from None
             if not isinstance(record, dict):
                 raise MaplInputError(f"{where}: expected a JSON object, got {type(record).__name__}")
             for key in ("chosen", "rejected"):

@@ -21,10 +21,10 @@ from typing import Any
 
 from service.objectives.judges import get_judge
 from service.objectives.judges.instructions import (
-    _HIGHLIGHT,
-    _PLACEHOLDER,
     count_bullets,
+    count_highlights,
     count_paragraphs,
+    count_placeholders,
     count_sentences,
     count_words,
     split_words,
@@ -36,8 +36,12 @@ _ABSENT_WORDS = (
     "lighthouse", "marmalade", "glacier", "saxophone", "origami", "volcano", "tapestry", "nebula",
     "cinnamon", "harbor", "kaleidoscope", "meadow", "porcelain", "thunderstorm", "velvet", "zeppelin",
 )  # fmt: skip
-_ABSENT_ENDINGS = ("Is there anything else I can help with?", "Let me know if you have additional questions.",
-                   "That is all.", "Any other questions?")
+_ABSENT_ENDINGS = (
+    "Is there anything else I can help with?",
+    "Let me know if you have additional questions.",
+    "That is all.",
+    "Any other questions?",
+)
 _ABSENT_STARTS = ("My answer is", "Dear reader", "In summary", "Once upon a time")
 
 
@@ -60,8 +64,14 @@ class InstructionGenerator:
     generate: GenerateFn
 
 
-def _bounded(name: str, judge: str, counter: Callable[[str], int], at_least: str, at_most: str,
-             fixed_args: dict[str, Any] | None = None) -> InstructionGenerator:
+def _bounded(
+    name: str,
+    judge: str,
+    counter: Callable[[str], int],
+    at_least: str,
+    at_most: str,
+    fixed_args: dict[str, Any] | None = None,
+) -> InstructionGenerator:
     """Count bound instructions: "at least k" with k ≤ n (or k > n), "at most k" with k ≥ n (or k < n)."""
 
     def generate(y: str, satisfied: bool, rng: random.Random) -> Instruction | None:
@@ -118,8 +128,10 @@ def _keywords_exclude(y: str, satisfied: bool, rng: random.Random) -> Instructio
         if not words:
             return None
         chosen = rng.choice(words)
-    return Instruction(f"Do not include the word {chosen!r} in the response.",
-                       {"name": "keywords_exclude", "args": {"keywords": [chosen]}})
+    return Instruction(
+        f"Do not include the word {chosen!r} in the response.",
+        {"name": "keywords_exclude", "args": {"keywords": [chosen]}},
+    )
 
 
 def _ends_with(y: str, satisfied: bool, rng: random.Random) -> Instruction | None:
@@ -129,12 +141,14 @@ def _ends_with(y: str, satisfied: bool, rng: random.Random) -> Instruction | Non
         words = _word_starts(last_line)
         if not words:
             return None
-        phrase = last_line[words[-min(len(words), rng.randint(2, 5))]:]
+        phrase = last_line[words[-min(len(words), rng.randint(2, 5))] :]
     else:
         options = [p for p in _ABSENT_ENDINGS if not text.lower().endswith(p.lower())]
         phrase = rng.choice(options)
-    return Instruction(f"Finish your response with this exact phrase: {phrase!r}. No other words should follow.",
-                       {"name": "ends_with", "args": {"phrase": phrase}})
+    return Instruction(
+        f"Finish your response with this exact phrase: {phrase!r}. No other words should follow.",
+        {"name": "ends_with", "args": {"phrase": phrase}},
+    )
 
 
 def _starts_with(y: str, satisfied: bool, rng: random.Random) -> Instruction | None:
@@ -147,8 +161,10 @@ def _starts_with(y: str, satisfied: bool, rng: random.Random) -> Instruction | N
         phrase = first_line[: ends[min(len(ends), rng.randint(2, 4)) - 1]]
     else:
         phrase = rng.choice([p for p in _ABSENT_STARTS if not text.lower().startswith(p.lower())])
-    return Instruction(f"Start your response with the exact phrase {phrase!r}.",
-                       {"name": "starts_with", "args": {"phrase": phrase}})
+    return Instruction(
+        f"Start your response with the exact phrase {phrase!r}.",
+        {"name": "starts_with", "args": {"phrase": phrase}},
+    )
 
 
 def _letter_frequency(y: str, satisfied: bool, rng: random.Random) -> Instruction | None:
@@ -160,8 +176,10 @@ def _letter_frequency(y: str, satisfied: bool, rng: random.Random) -> Instructio
         k = rng.randint(max(1, n // 2), n)
     else:
         k = rng.randint(n + 1, 2 * n + 5)
-    return Instruction(f"In your response, the letter {letter!r} should appear at least {k} times.",
-                       {"name": "letter_frequency", "args": {"letter": letter, "min": k}})
+    return Instruction(
+        f"In your response, the letter {letter!r} should appear at least {k} times.",
+        {"name": "letter_frequency", "args": {"letter": letter, "min": k}},
+    )
 
 
 def _bullets_exact(y: str, satisfied: bool, rng: random.Random) -> Instruction | None:
@@ -170,7 +188,8 @@ def _bullets_exact(y: str, satisfied: bool, rng: random.Random) -> Instruction |
         return None
     k = n if satisfied else rng.choice([c for c in (n - 1, n + 1, n + 2) if c >= 1])
     return Instruction(
-        f"Your answer must contain exactly {k} bullet points. Use the markdown bullet points such as: * This is a point.",
+        f"Your answer must contain exactly {k} bullet points. "
+        "Use the markdown bullet points such as: * This is a point.",
         {"name": "bullet_count_exact", "args": {"count": k}},
     )
 
@@ -184,27 +203,58 @@ def _word_ends(text: str) -> list[int]:
 
 
 DEFAULT_GENERATORS: tuple[InstructionGenerator, ...] = (
-    _bounded("word_count", "word_count", count_words,
-             "Answer with at least {k} words.", "Answer with at most {k} words."),
-    _bounded("sentence_count", "sentence_count", count_sentences,
-             "Your response should contain at least {k} sentences.",
-             "Your response should contain at most {k} sentences."),
-    _bounded("paragraph_count", "paragraph_count", count_paragraphs,
-             "There should be at least {k} paragraphs, separated from each other by a blank line.",
-             "There should be at most {k} paragraphs, separated from each other by a blank line."),
-    _bounded("length_chars", "length", len,
-             "Your response should be at least {k} characters long.",
-             "Your response should be at most {k} characters long.", {"unit": "chars"}),
-    _bounded("capital_word_count", "capital_word_count",
-             lambda y: sum(1 for w in split_words(y) if w.isupper()),
-             "Use words with all capital letters at least {k} times.",
-             "Use words with all capital letters at most {k} times."),
-    _bounded("highlighted_sections", "highlighted_sections", lambda y: len(_HIGHLIGHT.findall(y)),
-             "Highlight at least {k} sections in your answer with markdown, i.e. *highlighted section*.",
-             "Highlight at most {k} sections in your answer with markdown, i.e. *highlighted section*."),
-    _bounded("placeholder_count", "placeholder_count", lambda y: len(_PLACEHOLDER.findall(y)),
-             "The response must contain at least {k} placeholders represented by square brackets, such as [address].",
-             "The response must contain at most {k} placeholders represented by square brackets, such as [address]."),
+    _bounded(
+        "word_count",
+        "word_count",
+        count_words,
+        "Answer with at least {k} words.",
+        "Answer with at most {k} words.",
+    ),
+    _bounded(
+        "sentence_count",
+        "sentence_count",
+        count_sentences,
+        "Your response should contain at least {k} sentences.",
+        "Your response should contain at most {k} sentences.",
+    ),
+    _bounded(
+        "paragraph_count",
+        "paragraph_count",
+        count_paragraphs,
+        "There should be at least {k} paragraphs, separated from each other by a blank line.",
+        "There should be at most {k} paragraphs, separated from each other by a blank line.",
+    ),
+    _bounded(
+        "length_chars",
+        "length",
+        len,
+        "Your response should be at least {k} characters long.",
+        "Your response should be at most {k} characters long.",
+        {"unit": "chars"},
+    ),
+    _bounded(
+        "capital_word_count",
+        "capital_word_count",
+        lambda y: sum(1 for w in split_words(y) if w.isupper()),
+        "Use words with all capital letters at least {k} times.",
+        "Use words with all capital letters at most {k} times.",
+    ),
+    _bounded(
+        "highlighted_sections",
+        "highlighted_sections",
+        count_highlights,
+        "Highlight at least {k} sections in your answer with markdown, i.e. *highlighted section*.",
+        "Highlight at most {k} sections in your answer with markdown, i.e. *highlighted section*.",
+    ),
+    _bounded(
+        "placeholder_count",
+        "placeholder_count",
+        count_placeholders,
+        "The response must contain at least {k} placeholders represented by square brackets, "
+        "such as [address].",
+        "The response must contain at most {k} placeholders represented by square brackets, "
+        "such as [address].",
+    ),
     InstructionGenerator("keywords_include", _keywords_include),
     InstructionGenerator("keywords_exclude", _keywords_exclude),
     InstructionGenerator("ends_with", _ends_with),
@@ -212,12 +262,19 @@ DEFAULT_GENERATORS: tuple[InstructionGenerator, ...] = (
     InstructionGenerator("letter_frequency", _letter_frequency),
     InstructionGenerator("bullet_count_exact", _bullets_exact),
     _deterministic("no_commas", "In your entire response, refrain from the use of any commas."),
-    _deterministic("all_lowercase", "Your entire response should be in English, and in all lowercase letters. "
-                   "No capital letters are allowed."),
+    _deterministic(
+        "all_lowercase",
+        "Your entire response should be in English, and in all lowercase letters. "
+        "No capital letters are allowed.",
+    ),
     _deterministic("all_uppercase", "Your entire response should be in English, and in all capital letters."),
-    _deterministic("title", "Your answer must contain a title, wrapped in double angular brackets, "
-                   "such as <<poem of joy>>."),
+    _deterministic(
+        "title",
+        "Your answer must contain a title, wrapped in double angular brackets, such as <<poem of joy>>.",
+    ),
     _deterministic("quotation", "Wrap your entire response with double quotation marks."),
-    _deterministic("postscript", "At the end of your response, please explicitly add a postscript starting with P.S."),
+    _deterministic(
+        "postscript", "At the end of your response, please explicitly add a postscript starting with P.S."
+    ),
     _deterministic("json_format", "Entire output should be wrapped in JSON format."),
 )

@@ -85,10 +85,13 @@ def pama_combine(
             does not match the leading axes, a negative ratio, or a bad ``clip_eps``.
     """
     a = validate_nested(advantages, "advantages", min_ndim=1)
-    if noon:
-        a = np.maximum(a, 0.0)
     if ratios is not None:
-        a = _apply_ratio_mask(a, ratios, clip_eps)
+        keep = _ratio_keep_mask(a, ratios, clip_eps)
+        a = np.where(keep[..., None], a, 0.0)  # a fresh array: the caller's input is never modified
+        if noon:
+            np.maximum(a, 0.0, out=a)
+    elif noon:
+        a = np.maximum(a, 0.0)
 
     index_low = np.argmin(a, axis=-1)
     index_high = np.argmax(a, axis=-1)
@@ -129,8 +132,8 @@ def pama_combine(
     )
 
 
-def _apply_ratio_mask(a: np.ndarray, ratios: np.ndarray | Any, clip_eps: float) -> np.ndarray:
-    """Zero the advantages of rows whose ratio is clipped: ``a · 1{u ≤ 1 + ε}``."""
+def _ratio_keep_mask(a: np.ndarray, ratios: np.ndarray | Any, clip_eps: float) -> np.ndarray:
+    """``1{u ≤ 1 + ε}`` per leading element: False where the ratio is clipped and the row is zeroed."""
     if not isinstance(clip_eps, int | float) or isinstance(clip_eps, bool) or not math.isfinite(clip_eps):
         raise ObjectiveInputError(f"clip_eps must be a finite number (got {clip_eps!r}); PPO uses 0.2")
     if clip_eps < 0:
@@ -145,7 +148,7 @@ def _apply_ratio_mask(a: np.ndarray, ratios: np.ndarray | Any, clip_eps: float) 
         bad = tuple(np.argwhere(u < 0)[0])
         where = index_path("ratios", bad)
         raise ObjectiveInputError(
-            f"{where} is {float(u[bad])}; a policy ratio is >= 0 — pass exp(logp - logp_old), not the log-ratio"
+            f"{where} is {float(u[bad])}; a policy ratio is >= 0 — "
+            f"pass exp(logp - logp_old), not the log-ratio"
         )
-    keep = u <= 1.0 + clip_eps
-    return np.where(keep[..., None], a, 0.0)
+    return u <= 1.0 + clip_eps

@@ -116,9 +116,7 @@ def _walk(value: Any, name: str, index: tuple[int, ...], shape: tuple[int, ...])
             f"make every row the same shape"
         )
     if isinstance(value, bool | np.bool_) or not isinstance(value, Real | np.number):
-        raise ObjectiveInputError(
-            f"{where} is a {type(value).__name__} ({value!r:.40}); expected a number"
-        )
+        raise ObjectiveInputError(f"{where} is a {type(value).__name__} ({value!r:.40}); expected a number")
     if not math.isfinite(float(value)):
         what = "NaN" if math.isnan(float(value)) else "infinite"
         raise ObjectiveInputError(f"{where} is {what}; every value must be a finite number")

@@ -54,6 +54,10 @@ class ChatEncoder:
         self._gate_pattern = tuple(gate_pattern) if gate_pattern else None
         self._bos_token_id = bos_token_id
 
+    @property
+    def tokenizer(self) -> Any:
+        return self._tokenizer
+
     def render(self, messages: list[dict[str, str]]) -> str:
         return str(self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False))
 

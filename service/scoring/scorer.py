@@ -7,7 +7,6 @@ CGPO baselines), so a request's conversations can share forward passes with ever
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from service import metrics
 from service.engine.batcher import Batcher
 from service.engine.types import EncodedConversation, ScoreRow
 from service.errors import InvalidRequest, PayloadTooLarge
+from service.objectives.cgpo import calibrated_reward
 from service.objectives.directions import Direction, weights_vector
 from service.objectives.validation import ObjectiveInputError
 from service.scoring.encoding import ChatEncoder, EncodingPolicy, conversation, message_dicts
@@ -192,12 +192,5 @@ def _item_score(
         num_tokens=encoded.num_tokens,
         truncated_tokens=encoded.truncated_tokens,
         weighted=float(combine @ row.rewards) if combine is not None else None,
-        calibrated=_sigmoid(row.score - baseline_score) if baseline_score is not None else None,
+        calibrated=float(calibrated_reward(row.score, baseline_score)) if baseline_score is not None else None,
     )
-
-
-def _sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    z = math.exp(x)
-    return z / (1.0 + z)

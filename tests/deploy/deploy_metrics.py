@@ -1,44 +1,58 @@
-"""The Prometheus metrics paretorm exports, as the deploy tests see them.
+"""The Prometheus metrics paretorm exports, read from the service's own metric objects.
 
-The HPA, the prometheus-adapter rules and the Grafana dashboard all name metrics by string; a renamed metric
-would silently break autoscaling and leave panels empty. The deploy tests check every name against this
-table. It is written down from the service's metric contract (names and labels are fixed); the plan is to
-build it from the service's own metric registry once that lands, so the two cannot drift.
+The HPA, the prometheus-adapter rules and the Grafana dashboard name metrics by string; a renamed metric
+would silently break autoscaling and leave panels empty. The deploy tests check every name and label against
+this table, which is built from `service.metrics` (prometheus_client objects; importing it loads no torch),
+so the manifests cannot drift from the code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-MetricType = Literal["counter", "gauge", "histogram"]
+from prometheus_client.metrics import MetricWrapperBase
+
+from service import metrics as service_metrics
+
+# The names the deployment contract fixes (HPA, adapter, dashboard); the service may export more.
+CONTRACT_METRICS = frozenset(
+    {
+        "paretorm_requests_total",
+        "paretorm_queue_items",
+        "paretorm_queue_tokens",
+        "paretorm_inflight_requests",
+        "paretorm_batch_size",
+        "paretorm_batch_tokens",
+        "paretorm_padding_ratio",
+        "paretorm_stage_duration_seconds",
+        "paretorm_objective_score",
+    }
+)
+# Labels Prometheus itself attaches to every scraped series (compose static config and Kubernetes SD).
+TARGET_LABELS = frozenset(
+    {"job", "instance", "namespace", "pod", "service", "container", "endpoint", "device"}
+)
 
 
 @dataclass(frozen=True)
 class MetricSpec:
     """One exported metric family: its Prometheus type and label names (without `le`)."""
 
-    type: MetricType
+    type: str
     labels: tuple[str, ...] = ()
 
 
-EXPORTED_METRICS: dict[str, MetricSpec] = {
-    "paretorm_requests_total": MetricSpec("counter", ("route", "status")),
-    "paretorm_queue_items": MetricSpec("gauge"),
-    "paretorm_queue_tokens": MetricSpec("gauge"),
-    "paretorm_inflight_requests": MetricSpec("gauge"),
-    "paretorm_batch_size": MetricSpec("histogram"),
-    "paretorm_batch_tokens": MetricSpec("histogram"),
-    "paretorm_padding_ratio": MetricSpec("histogram"),
-    "paretorm_stage_duration_seconds": MetricSpec("histogram", ("stage",)),
-    "paretorm_objective_score": MetricSpec("histogram", ("objective",)),
-}
+def _exported_metrics() -> dict[str, MetricSpec]:
+    specs: dict[str, MetricSpec] = {}
+    for value in vars(service_metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            # prometheus_client keeps the family name and labels on these attributes; counters gain `_total`.
+            name = value._name + ("_total" if value._type == "counter" else "")
+            specs[name] = MetricSpec(value._type, tuple(value._labelnames))
+    return specs
 
-# Labels Prometheus itself attaches to every scraped series (compose static config and Kubernetes SD).
-TARGET_LABELS = frozenset(
-    {"job", "instance", "namespace", "pod", "service", "container", "endpoint", "device"}
-)
-HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+EXPORTED_METRICS: dict[str, MetricSpec] = _exported_metrics()
 
 
 def exported_series() -> dict[str, frozenset[str]]:

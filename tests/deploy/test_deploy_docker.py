@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 from deploy_dockerfile import Instruction, parse_dockerfile
 from deploy_paths import REPO
+from deploy_settings import service_settings
 
 MALLOC_ENV = {
     "MALLOC_MMAP_THRESHOLD_": "33554432",
@@ -118,6 +119,11 @@ def test_compose_services_health_and_gpu_profile() -> None:
         assert service["environment"]["PARETORM_MODEL"] == "/models/armorm"
         assert any(v.endswith(":/models/armorm:ro") for v in service["volumes"]), "weights mount read-only"
         assert service["init"] is True and service["read_only"] is True
+        settings = service_settings(service["environment"])
+        assert settings.host == "0.0.0.0" and settings.port == 8000
+        grace = int(service["stop_grace_period"].removesuffix("s"))
+        assert grace >= settings.drain_timeout_s + 5, "docker stop must not SIGKILL during the drain"
+        assert service["environment"]["PARETORM_API_KEYS"] is None, "keys pass through from the shell only"
     assert cpu["build"]["args"]["TORCH_INDEX"].endswith("/whl/cpu")
     assert (cpu["environment"]["PARETORM_DEVICE"], gpu["environment"]["PARETORM_DEVICE"]) == ("cpu", "cuda")
     assert gpu["environment"]["PARETORM_DTYPE"] == "bfloat16"

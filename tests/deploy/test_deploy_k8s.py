@@ -10,8 +10,9 @@ import pytest
 import yaml
 from deploy_dockerfile import parse_dockerfile
 from deploy_kustomize import KUSTOMIZATION_FILE, Resource, find
-from deploy_metrics import EXPORTED_METRICS, gauges
+from deploy_metrics import CONTRACT_METRICS, gauges
 from deploy_paths import K8S, OVERLAYS, REPO
+from deploy_settings import service_settings
 from yamllint import config as yamllint_config
 from yamllint import linter
 
@@ -183,7 +184,7 @@ def test_hpa_scales_on_an_exported_per_pod_gauge(rendered: dict[str, list[Resour
     (metric,) = hpa["spec"]["metrics"]
     assert metric["type"] == "Pods"
     assert metric["pods"]["metric"]["name"] == "paretorm_queue_items"
-    assert metric["pods"]["metric"]["name"] in gauges() <= set(EXPORTED_METRICS)
+    assert metric["pods"]["metric"]["name"] in gauges() & CONTRACT_METRICS
     assert metric["pods"]["target"]["type"] == "AverageValue"
     assert float(metric["pods"]["target"]["averageValue"]) > 0
 
@@ -199,7 +200,9 @@ def test_configuration_comes_from_paretorm_settings(
     assert config["PARETORM_HOST"] == "0.0.0.0", "the default 127.0.0.1 is unreachable from the Service"
     assert config["PARETORM_PORT"] == "8000"
     assert config["PARETORM_DTYPE"] in ALLOWED_DTYPES and config["PARETORM_DEVICE"] in ALLOWED_DEVICES
-    assert int(config["PARETORM_MAX_QUEUE_TOKENS"]) >= int(config["PARETORM_MAX_BATCH_TOKENS"]) > 0
+    settings = service_settings(config)
+    assert settings.max_queue_tokens >= settings.max_batch_tokens
+    assert Path(config["PARETORM_MODEL"]).is_absolute()
 
     server = _server(resources)
     assert server["envFrom"] == [{"configMapRef": {"name": "paretorm-config"}}]
@@ -261,7 +264,9 @@ def test_grace_period_outlasts_the_prestop_sleep(rendered: dict[str, list[Resour
     assert command[0] == "sleep" and len(command) == 2
     sleep = int(command[1])
     assert 2 <= sleep <= 15, "long enough for endpoint removal to propagate, short enough to leave drain time"
-    assert pod["terminationGracePeriodSeconds"] >= sleep + 30, "the drain needs time after the sleep"
+    drain = service_settings(_config(rendered[overlay])).drain_timeout_s
+    assert drain >= 30, "a full queue needs time to finish"
+    assert pod["terminationGracePeriodSeconds"] >= sleep + drain + 5, "SIGKILL must not cut the drain short"
 
 
 def test_prometheus_annotations_match_the_port(rendered: dict[str, list[Resource]]) -> None:

@@ -9,8 +9,10 @@ import re
 import pytest
 import yaml
 from deploy_kustomize import render
-from deploy_metrics import EXPORTED_METRICS, exported_series, gauges
+from deploy_metrics import CONTRACT_METRICS, EXPORTED_METRICS, exported_series, gauges
 from deploy_paths import K8S, REPO
+
+from service import metrics as service_metrics
 
 METRIC_NAME = re.compile(r"\bparetorm_[a-z0-9_]+")
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
@@ -35,6 +37,13 @@ def _check_expr(expr: str) -> None:
     used = {label.strip() for group in GROUPING.findall(expr) for label in group.split(",") if label.strip()}
     used |= set(MATCHER.findall(expr))
     assert used <= allowed, f"{expr}: labels {sorted(used - allowed)} are not on these series"
+
+
+def test_metric_table_matches_the_service_and_the_contract() -> None:
+    assert set(EXPORTED_METRICS) == set(service_metrics.METRIC_NAMES)
+    assert CONTRACT_METRICS <= set(EXPORTED_METRICS), "a metric the deployment relies on is gone"
+    assert EXPORTED_METRICS["paretorm_queue_items"].type == "gauge"
+    assert EXPORTED_METRICS["paretorm_stage_duration_seconds"].labels == ("stage",)
 
 
 def test_expression_checker_rejects_unknown_metrics_and_labels() -> None:

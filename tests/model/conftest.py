@@ -15,7 +15,10 @@ CONVERSATIONS: list[Conversation] = [
     [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
     [
         {"role": "user", "content": 'What are some synonyms for the word "beautiful"?'},
-        {"role": "assistant", "content": "Nicely, Beautifully, Handsome, Stunning, Wonderful, Gorgeous, Pretty"},
+        {
+            "role": "assistant",
+            "content": "Nicely, Beautifully, Handsome, Stunning, Wonderful, Gorgeous, Pretty",
+        },
     ],
     [
         {"role": "system", "content": "You are a helpful assistant."},
@@ -28,12 +31,18 @@ CONVERSATIONS: list[Conversation] = [
         {"role": "user", "content": "And its river?"},
         {"role": "assistant", "content": "The Seine flows through Paris, the capital city of France."},
     ],
-    [{"role": "user", "content": "Explain why the sky is blue."}, {"role": "assistant", "content": "Rayleigh."}],
+    [
+        {"role": "user", "content": "Explain why the sky is blue."},
+        {"role": "assistant", "content": "Rayleigh."},
+    ],
     [
         {"role": "user", "content": "List three steps to read a file."},
         {"role": "assistant", "content": "First open it; second read it; third close it. " * 4},
     ],
-    [{"role": "user", "content": "Is it safe?"}, {"role": "assistant", "content": "I cannot help with that."}],
+    [
+        {"role": "user", "content": "Is it safe?"},
+        {"role": "assistant", "content": "I cannot help with that."},
+    ],
 ]
 
 

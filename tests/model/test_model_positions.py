@@ -7,8 +7,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.model import GatePatternNotFound, ModelInputError, gate_position, gate_positions
-from service.model import reward_position, reward_positions
+from service.model import (
+    GatePatternNotFound,
+    ModelInputError,
+    gate_position,
+    gate_positions,
+    reward_position,
+    reward_positions,
+)
 
 
 def reference_find_token_for_gating(lst: list[int], pattern: list[int]) -> int:

@@ -8,8 +8,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from service.model import build_tiny_armorm, build_tiny_tokenizer, ensure_demo_model, gate_position
-from service.model import load_reward_model
+from service.model import (
+    build_tiny_armorm,
+    build_tiny_tokenizer,
+    ensure_demo_model,
+    gate_position,
+    load_reward_model,
+    save_armorm_checkpoint,
+)
 
 
 def _tensors(ckpt: Path) -> dict[str, torch.Tensor]:
@@ -27,7 +33,9 @@ def test_same_seed_same_tensors_other_seed_differs(tiny_armorm_dir: Path, tmp_pa
     other = _tensors(build_tiny_armorm(tmp_path / "other", seed=1))
     assert not torch.equal(first["regression_layer.weight"], other["regression_layer.weight"])
     assert not torch.equal(first["model.embed_tokens.weight"], other["model.embed_tokens.weight"])
-    assert (tiny_armorm_dir / "tokenizer.json").read_bytes() == (tmp_path / "again" / "tokenizer.json").read_bytes()
+    assert (tiny_armorm_dir / "tokenizer.json").read_bytes() == (
+        tmp_path / "again" / "tokenizer.json"
+    ).read_bytes()
 
 
 def test_tiny_heads_exercise_transform_and_logit_scale(tiny_armorm_dir: Path) -> None:
@@ -69,7 +77,9 @@ def test_tokenizer_template_and_gate_pattern(tiny_armorm_dir: Path) -> None:
     assert gate_position(ids, pattern) == ids.index(pattern[0])  # the eot closing the user turn
     for response in ("x", "42 is the answer", "  - a list", "```code```"):
         msgs = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": response}]
-        gate_position(tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)["input_ids"], pattern)
+        gate_position(
+            tok(tok.apply_chat_template(msgs, tokenize=False), add_special_tokens=False)["input_ids"], pattern
+        )
 
 
 def test_demo_model_is_built_once_and_marked(tmp_path: Path) -> None:
@@ -80,3 +90,5 @@ def test_demo_model_is_built_once_and_marked(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no staging leftovers
     loaded = load_reward_model(path)
     assert loaded.is_demo and loaded.description is not None and "RANDOM" in loaded.description
+    resaved = save_armorm_checkpoint(loaded.model, loaded.tokenizer, tmp_path / "refit")
+    assert load_reward_model(resaved).is_demo is False  # a model saved from the demo is not the demo

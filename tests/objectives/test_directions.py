@@ -67,7 +67,10 @@ def test_angle_form_gives_cos_and_sin() -> None:
         ([1.0, float("nan"), 0.0], r"direction\[1\] is NaN"),
         ({"helpfulness": float("inf")}, r"direction\['helpfulness'\] is inf"),
         ({"helpfulness": "1"}, r"direction\['helpfulness'\] is a str"),
-        ({"humour": 1.0}, r"unknown objective\(s\) \['humour'\]; valid names: \['helpfulness', 'correctness'"),
+        (
+            {"humour": 1.0},
+            r"unknown objective\(s\) \['humour'\]; valid names: \['helpfulness', 'correctness'",
+        ),
         ({}, "empty dict"),
     ],
 )
@@ -106,7 +109,9 @@ def test_dpa_prompt_matches_the_readme_for_two_objectives(degrees: float, w_h: i
 
 def test_dpa_prompt_uses_labels_and_skips_unused_objectives() -> None:
     names = ("helpsteer-helpfulness", "helpsteer-correctness", "helpsteer-verbosity")
-    d = direction_from_angle(36.87, ("helpsteer-helpfulness", "helpsteer-verbosity"), degrees=True, objective_names=names)
+    d = direction_from_angle(
+        36.87, ("helpsteer-helpfulness", "helpsteer-verbosity"), degrees=True, objective_names=names
+    )
     labels = {"helpsteer-helpfulness": "helpfulness", "helpsteer-verbosity": "verbosity"}
     assert render_dpa_system_prompt(d, labels) == README_PREFIX + "helpfulness*80 + verbosity*60"
     with pytest.raises(DirectionError, match=r"labels name unknown objectives \['nope'\]"):

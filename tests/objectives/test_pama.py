@@ -17,7 +17,9 @@ values = st.one_of(
     st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False),
     st.sampled_from([0.0, 1.0, -1.0]),  # exact zeros and ties must be hit often, not by luck
 )
-rows = hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=1, min_side=1, max_side=6), elements=values)
+rows = hnp.arrays(
+    np.float64, hnp.array_shapes(min_dims=1, max_dims=1, min_side=1, max_side=6), elements=values
+)
 small_rows = hnp.arrays(np.float64, st.integers(1, 4).map(lambda n: (n,)), elements=values)
 
 
@@ -82,7 +84,9 @@ def test_zero_combined_advantage_means_pareto_stationary(a: np.ndarray) -> None:
         assert result.case in (CASE_ALL_POSITIVE, CASE_ALL_NEGATIVE)
 
 
-@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5), elements=values))
+@given(
+    hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=4, min_side=1, max_side=5), elements=values)
+)
 @settings(max_examples=60)
 def test_any_leading_shape_matches_the_row_by_row_reference(a: np.ndarray) -> None:
     result = pama_combine(a)
@@ -98,7 +102,9 @@ def test_cases_and_weights_on_a_worked_example() -> None:
     result = pama_combine([[1.0, 2.0, 3.0], [-1.0, 2.0, -3.0], [0.0, 1.0, -1.0], [-2.0, -1.0, -5.0]])
     np.testing.assert_array_equal(result.combined, [1.0, 0.0, 0.0, -1.0])
     np.testing.assert_allclose(result.weights, [[1, 0, 0], [0, 0.6, 0.4], [1, 0, 0], [0, 1, 0]])
-    np.testing.assert_array_equal(result.case, [CASE_ALL_POSITIVE, CASE_STRADDLE, CASE_STRADDLE, CASE_ALL_NEGATIVE])
+    np.testing.assert_array_equal(
+        result.case, [CASE_ALL_POSITIVE, CASE_STRADDLE, CASE_STRADDLE, CASE_ALL_NEGATIVE]
+    )
     np.testing.assert_array_equal(result.index_low, [0, 2, 2, 2])
     np.testing.assert_array_equal(result.index_high, [2, 1, 1, 1])
 
@@ -158,7 +164,10 @@ def test_extreme_magnitudes_do_not_overflow_the_mix() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"advantages": [[1.0, 2.0], [1.0, 2.0, 3.0]]}, r"advantages\[1\] has length 3, expected 2 \(ragged\)"),
+        (
+            {"advantages": [[1.0, 2.0], [1.0, 2.0, 3.0]]},
+            r"advantages\[1\] has length 3, expected 2 \(ragged\)",
+        ),
         ({"advantages": [[1.0, 2.0], [1.0, float("nan")]]}, r"advantages\[1\]\[1\] is NaN"),
         ({"advantages": [[1.0, float("inf")]]}, r"advantages\[0\]\[1\] is infinite"),
         ({"advantages": [[1.0, "2"]]}, r"advantages\[0\]\[1\] is a str"),

@@ -38,9 +38,7 @@ __all__ = [
 @cache
 def default_registry() -> JudgeRegistry:
     """The built-in judges, built once on first use (judges are immutable, so sharing is safe)."""
-    return JudgeRegistry(
-        (*instructions.JUDGES, *math.JUDGES, *text.JUDGES, *refusal.JUDGES, *reward.JUDGES)
-    )
+    return JudgeRegistry((*instructions.JUDGES, *math.JUDGES, *text.JUDGES, *refusal.JUDGES, *reward.JUDGES))
 
 
 def get_judge(name: str) -> Judge:

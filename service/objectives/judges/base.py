@@ -183,7 +183,11 @@ def bounds_verdict(count: int, args: Mapping[str, Any], unit: str) -> JudgeVerdi
     if high is not None and count > high:
         return JudgeVerdict(False, f"{count} {unit}, more than the allowed maximum of {high}")
     wanted = " and ".join(
-        part for part in (f"at least {low}" if low is not None else "", f"at most {high}" if high is not None else "")
+        part
+        for part in (
+            f"at least {low}" if low is not None else "",
+            f"at most {high}" if high is not None else "",
+        )
         if part
     )
     return JudgeVerdict(True, f"{count} {unit}, within the bounds ({wanted})")

@@ -30,7 +30,16 @@ from service.objectives.judges.base import (
     bounds_verdict,
 )
 
-__all__ = ["JUDGES", "count_words", "count_sentences", "count_paragraphs", "count_bullets", "split_words"]
+__all__ = [
+    "JUDGES",
+    "count_bullets",
+    "count_highlights",
+    "count_paragraphs",
+    "count_placeholders",
+    "count_sentences",
+    "count_words",
+    "split_words",
+]
 
 _WORD = re.compile(r"\w+(?:[-'’]\w+)*")
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
@@ -65,7 +74,17 @@ def count_bullets(text: str) -> int:
     return len(_BULLET.findall(text))
 
 
-def _bounded(name: str, unit: str, counter: Any, description: str, extra: dict[str, Any] | None = None) -> Judge:
+def count_highlights(text: str) -> int:
+    return len(_HIGHLIGHT.findall(text))
+
+
+def count_placeholders(text: str) -> int:
+    return len(_PLACEHOLDER.findall(text))
+
+
+def _bounded(
+    name: str, unit: str, counter: Any, description: str, extra: dict[str, Any] | None = None
+) -> Judge:
     """A judge passing when ``counter(response, args)`` lies within inclusive ``min``/``max`` bounds."""
 
     def check(prompt: str, response: str, args: Mapping[str, Any], context: JudgeContext) -> JudgeVerdict:
@@ -94,14 +113,18 @@ _KEYWORD_OPTIONS: dict[str, Any] = {
 _KEYWORD_LIST = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
 
 
-def _check_keywords_include(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext) -> JudgeVerdict:
+def _check_keywords_include(
+    prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext
+) -> JudgeVerdict:
     missing = [k for k in args["keywords"] if _keyword_hits(response, k, args) == 0]
     if missing:
         return JudgeVerdict(False, f"missing required keyword(s) {missing}")
     return JudgeVerdict(True, f"contains every required keyword {list(args['keywords'])}")
 
 
-def _check_keywords_exclude(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext) -> JudgeVerdict:
+def _check_keywords_exclude(
+    prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext
+) -> JudgeVerdict:
     present = [k for k in args["keywords"] if _keyword_hits(response, k, args) > 0]
     if present:
         return JudgeVerdict(False, f"contains forbidden keyword(s) {present}")
@@ -150,7 +173,7 @@ def _affix(ends: bool) -> Any:
         where = "ends" if ends else "starts"
         if ok:
             return JudgeVerdict(True, f"{where} with {args['phrase']!r}")
-        edge = response.strip()[-len(phrase):] if ends else response.strip()[: len(phrase)]
+        edge = response.strip()[-len(phrase) :] if ends else response.strip()[: len(phrase)]
         return JudgeVerdict(False, f"{where} with {edge!r}, not {args['phrase']!r}")
 
     return check
@@ -170,11 +193,15 @@ def _check_quotation(prompt: str, response: str, args: Mapping[str, Any], ctx: J
     return JudgeVerdict(False, "the response is not wrapped in double quotation marks")
 
 
-def _check_two_responses(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext) -> JudgeVerdict:
+def _check_two_responses(
+    prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext
+) -> JudgeVerdict:
     parts = [part.strip() for part in response.split(_TWO_RESPONSES_SEPARATOR)]
     if len(parts) != 2:
-        return JudgeVerdict(False, f"expected two responses separated by {_TWO_RESPONSES_SEPARATOR}, "
-                                   f"found {len(parts)} part(s)")
+        return JudgeVerdict(
+            False,
+            f"expected two responses separated by {_TWO_RESPONSES_SEPARATOR}, found {len(parts)} part(s)",
+        )
     if not parts[0] or not parts[1]:
         return JudgeVerdict(False, "one of the two responses is empty")
     if parts[0] == parts[1]:
@@ -182,7 +209,9 @@ def _check_two_responses(prompt: str, response: str, args: Mapping[str, Any], ct
     return JudgeVerdict(True, f"two different responses separated by {_TWO_RESPONSES_SEPARATOR}")
 
 
-def _check_repeat_prompt(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext) -> JudgeVerdict:
+def _check_repeat_prompt(
+    prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext
+) -> JudgeVerdict:
     target = (args.get("prompt_to_repeat") or prompt).strip()
     if response.strip().lower().startswith(target.lower()):
         return JudgeVerdict(True, "starts by repeating the request word for word")
@@ -197,14 +226,18 @@ def _check_postscript(prompt: str, response: str, args: Mapping[str, Any], ctx: 
     return JudgeVerdict(False, f"no line starts with the postscript marker {marker!r}")
 
 
-def _check_choose_from(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext) -> JudgeVerdict:
+def _check_choose_from(
+    prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext
+) -> JudgeVerdict:
     text = response.strip()
     if text in args["options"]:
         return JudgeVerdict(True, f"answered with the allowed option {text!r}")
     return JudgeVerdict(False, f"the response is not exactly one of {list(args['options'])}")
 
 
-def _check_bullets_exact(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext) -> JudgeVerdict:
+def _check_bullets_exact(
+    prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext
+) -> JudgeVerdict:
     count = count_bullets(response)
     if count == args["count"]:
         return JudgeVerdict(True, f"exactly {count} bullet point(s)")
@@ -222,67 +255,171 @@ def _letter_count(response: str, args: Mapping[str, Any]) -> int:
 
 JUDGES: tuple[Judge, ...] = (
     _bounded("word_count", "words", lambda r, a: count_words(r), "Number of words within bounds."),
-    _bounded("sentence_count", "sentences", lambda r, a: count_sentences(r), "Number of sentences within bounds."),
     _bounded(
-        "paragraph_count", "paragraphs", lambda r, a: count_paragraphs(r, a["separator"]),
-        "Number of paragraphs (blank-line or *** separated) within bounds.",
-        {"separator": {"type": "string", "enum": ["blank_line", "markdown_divider"], "default": "blank_line"}},
+        "sentence_count", "sentences", lambda r, a: count_sentences(r), "Number of sentences within bounds."
     ),
-    _bounded("bullet_count", "bullet points", lambda r, a: count_bullets(r),
-             "Number of markdown bullet points (*, -, +) within bounds."),
-    Judge("bullet_count_exact", "Exactly `count` markdown bullet points (IFEval's detectable_format).",
-          {"type": "object", "properties": {"count": {"type": "integer", "minimum": 0}}, "required": ["count"],
-           "additionalProperties": False}, _check_bullets_exact, category="instruction"),
-    _bounded("highlighted_sections", "highlighted sections", lambda r, a: len(_HIGHLIGHT.findall(r)),
-             "Number of *highlighted* markdown sections within bounds."),
-    _bounded("placeholder_count", "placeholders", lambda r, a: len(_PLACEHOLDER.findall(r)),
-             "Number of [square bracket] placeholders within bounds."),
     _bounded(
-        "section_count", "sections",
+        "paragraph_count",
+        "paragraphs",
+        lambda r, a: count_paragraphs(r, a["separator"]),
+        "Number of paragraphs (blank-line or *** separated) within bounds.",
+        {
+            "separator": {
+                "type": "string",
+                "enum": ["blank_line", "markdown_divider"],
+                "default": "blank_line",
+            }
+        },
+    ),
+    _bounded(
+        "bullet_count",
+        "bullet points",
+        lambda r, a: count_bullets(r),
+        "Number of markdown bullet points (*, -, +) within bounds.",
+    ),
+    Judge(
+        "bullet_count_exact",
+        "Exactly `count` markdown bullet points (IFEval's detectable_format).",
+        {
+            "type": "object",
+            "properties": {"count": {"type": "integer", "minimum": 0}},
+            "required": ["count"],
+            "additionalProperties": False,
+        },
+        _check_bullets_exact,
+        category="instruction",
+    ),
+    _bounded(
+        "highlighted_sections",
+        "highlighted sections",
+        lambda r, a: count_highlights(r),
+        "Number of *highlighted* markdown sections within bounds.",
+    ),
+    _bounded(
+        "placeholder_count",
+        "placeholders",
+        lambda r, a: count_placeholders(r),
+        "Number of [square bracket] placeholders within bounds.",
+    ),
+    _bounded(
+        "section_count",
+        "sections",
         lambda r, a: len(re.findall(rf"(?m)^\s*{re.escape(a['splitter'])}\s+\d+", r)),
         "Number of sections marked `<splitter> <n>` at line starts (e.g. 'SECTION 1') within bounds.",
         {"splitter": {"type": "string", "minLength": 1, "default": "SECTION"}},
     ),
-    _bounded("capital_word_count", "all-capital words",
-             lambda r, a: sum(1 for w in split_words(r) if w.isupper()),
-             "Number of words written in all capitals within bounds."),
-    _bounded("letter_frequency", "occurrences of the letter", _letter_count,
-             "Occurrences of one letter (case-insensitive) within bounds.",
-             {"letter": {"type": "string", "minLength": 1, "maxLength": 1}}),
-    _bounded("keyword_frequency", "occurrences of the keyword",
-             lambda r, a: _keyword_hits(r, a["keyword"], a),
-             "Occurrences of a keyword within bounds.",
-             {"keyword": {"type": "string", "minLength": 1}, **_KEYWORD_OPTIONS}),
-    Judge("keywords_include", "Every keyword appears in the response.",
-          {"type": "object", "properties": {"keywords": _KEYWORD_LIST, **_KEYWORD_OPTIONS},
-           "required": ["keywords"], "additionalProperties": False},
-          _check_keywords_include, category="instruction"),
-    Judge("keywords_exclude", "No forbidden keyword appears in the response.",
-          {"type": "object", "properties": {"keywords": _KEYWORD_LIST, **_KEYWORD_OPTIONS},
-           "required": ["keywords"], "additionalProperties": False},
-          _check_keywords_exclude, category="instruction"),
-    _no_args("json_format", "The whole response is valid JSON (optionally inside a ```json fence).", _check_json,
-             {"allow_code_fence": {"type": "boolean", "default": True}}),
+    _bounded(
+        "capital_word_count",
+        "all-capital words",
+        lambda r, a: sum(1 for w in split_words(r) if w.isupper()),
+        "Number of words written in all capitals within bounds.",
+    ),
+    _bounded(
+        "letter_frequency",
+        "occurrences of the letter",
+        _letter_count,
+        "Occurrences of one letter (case-insensitive) within bounds.",
+        {"letter": {"type": "string", "minLength": 1, "maxLength": 1}},
+    ),
+    _bounded(
+        "keyword_frequency",
+        "occurrences of the keyword",
+        lambda r, a: _keyword_hits(r, a["keyword"], a),
+        "Occurrences of a keyword within bounds.",
+        {"keyword": {"type": "string", "minLength": 1}, **_KEYWORD_OPTIONS},
+    ),
+    Judge(
+        "keywords_include",
+        "Every keyword appears in the response.",
+        {
+            "type": "object",
+            "properties": {"keywords": _KEYWORD_LIST, **_KEYWORD_OPTIONS},
+            "required": ["keywords"],
+            "additionalProperties": False,
+        },
+        _check_keywords_include,
+        category="instruction",
+    ),
+    Judge(
+        "keywords_exclude",
+        "No forbidden keyword appears in the response.",
+        {
+            "type": "object",
+            "properties": {"keywords": _KEYWORD_LIST, **_KEYWORD_OPTIONS},
+            "required": ["keywords"],
+            "additionalProperties": False,
+        },
+        _check_keywords_exclude,
+        category="instruction",
+    ),
+    _no_args(
+        "json_format",
+        "The whole response is valid JSON (optionally inside a ```json fence).",
+        _check_json,
+        {"allow_code_fence": {"type": "boolean", "default": True}},
+    ),
     _no_args("no_commas", "The response contains no commas.", _check_no_commas),
     _no_args("all_lowercase", "Every letter is lowercase.", _check_case(upper=False)),
     _no_args("all_uppercase", "Every letter is uppercase.", _check_case(upper=True)),
-    Judge("ends_with", "The response ends with an exact phrase (whitespace-trimmed).",
-          {"type": "object", "properties": {"phrase": {"type": "string", "minLength": 1},
-                                            "case_sensitive": {"type": "boolean", "default": False}},
-           "required": ["phrase"], "additionalProperties": False}, _affix(ends=True), category="instruction"),
-    Judge("starts_with", "The response starts with an exact phrase (whitespace-trimmed).",
-          {"type": "object", "properties": {"phrase": {"type": "string", "minLength": 1},
-                                            "case_sensitive": {"type": "boolean", "default": False}},
-           "required": ["phrase"], "additionalProperties": False}, _affix(ends=False), category="instruction"),
-    _no_args("title", "Contains a title wrapped in double angular brackets, like <<poem of joy>>.", _check_title),
+    Judge(
+        "ends_with",
+        "The response ends with an exact phrase (whitespace-trimmed).",
+        {
+            "type": "object",
+            "properties": {
+                "phrase": {"type": "string", "minLength": 1},
+                "case_sensitive": {"type": "boolean", "default": False},
+            },
+            "required": ["phrase"],
+            "additionalProperties": False,
+        },
+        _affix(ends=True),
+        category="instruction",
+    ),
+    Judge(
+        "starts_with",
+        "The response starts with an exact phrase (whitespace-trimmed).",
+        {
+            "type": "object",
+            "properties": {
+                "phrase": {"type": "string", "minLength": 1},
+                "case_sensitive": {"type": "boolean", "default": False},
+            },
+            "required": ["phrase"],
+            "additionalProperties": False,
+        },
+        _affix(ends=False),
+        category="instruction",
+    ),
+    _no_args(
+        "title", "Contains a title wrapped in double angular brackets, like <<poem of joy>>.", _check_title
+    ),
     _no_args("quotation", "The whole response is wrapped in double quotation marks.", _check_quotation),
-    _no_args("two_responses", "Two different responses separated by six asterisks (******).",
-             _check_two_responses),
-    _no_args("repeat_prompt", "Starts by repeating the request (the prompt, or `prompt_to_repeat`) verbatim.",
-             _check_repeat_prompt, {"prompt_to_repeat": {"type": "string", "minLength": 1}}),
-    _no_args("postscript", "Has a postscript: a line starting with `marker` (default 'P.S.').",
-             _check_postscript, {"marker": {"type": "string", "minLength": 1, "default": "P.S."}}),
-    Judge("choose_from", "The whole response is exactly one of the given options.",
-          {"type": "object", "properties": {"options": _KEYWORD_LIST}, "required": ["options"],
-           "additionalProperties": False}, _check_choose_from, category="instruction"),
+    _no_args(
+        "two_responses", "Two different responses separated by six asterisks (******).", _check_two_responses
+    ),
+    _no_args(
+        "repeat_prompt",
+        "Starts by repeating the request (the prompt, or `prompt_to_repeat`) verbatim.",
+        _check_repeat_prompt,
+        {"prompt_to_repeat": {"type": "string", "minLength": 1}},
+    ),
+    _no_args(
+        "postscript",
+        "Has a postscript: a line starting with `marker` (default 'P.S.').",
+        _check_postscript,
+        {"marker": {"type": "string", "minLength": 1, "default": "P.S."}},
+    ),
+    Judge(
+        "choose_from",
+        "The whole response is exactly one of the given options.",
+        {
+            "type": "object",
+            "properties": {"options": _KEYWORD_LIST},
+            "required": ["options"],
+            "additionalProperties": False,
+        },
+        _check_choose_from,
+        category="instruction",
+    ),
 )

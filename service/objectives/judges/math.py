@@ -25,9 +25,18 @@ from typing import Any
 
 from service.objectives.judges.base import Judge, JudgeContext, JudgeVerdict
 
-__all__ = ["JUDGES", "extract_answer", "extract_boxed", "extract_last_number", "parse_number", "answers_match"]
+__all__ = [
+    "JUDGES",
+    "extract_answer",
+    "extract_boxed",
+    "extract_last_number",
+    "parse_number",
+    "answers_match",
+]
 
-_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?:\s*/\s*-?\d+(?:\.\d+)?)?|-?\.\d+")
+_NUMBER = re.compile(
+    r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?(?:\s*/\s*-?\d+(?:\.\d+)?)?|-?\.\d+"
+)
 _FRAC = re.compile(r"^(-?)\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}$")
 _FRAC_SHORT = re.compile(r"^(-?)\\[dt]?frac(\d)(\d)$")
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
@@ -39,7 +48,7 @@ def extract_boxed(text: str) -> str | None:
     if start < 0:
         return None
     command = next(c for c in _BOX_COMMANDS if text.startswith(c, start))
-    rest = text[start + len(command):]
+    rest = text[start + len(command) :]
     if rest.startswith(" "):  # "\boxed 5": the argument is the next token
         token = rest.split()
         return token[0].rstrip("$.") if token else None
@@ -125,8 +134,11 @@ def _check_math(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeC
     reference = str(args["answer"])
     found = extract_answer(response, args["extract"])
     if found is None:
-        how = {"boxed": "no \\boxed{...} answer", "gsm8k": "no '#### answer' line",
-               "last_number": "no number"}.get(args["extract"], "no final answer (no \\boxed{}, '####' or number)")
+        how = {
+            "boxed": "no \\boxed{...} answer",
+            "gsm8k": "no '#### answer' line",
+            "last_number": "no number",
+        }.get(args["extract"], "no final answer (no \\boxed{}, '####' or number)")
         return JudgeVerdict(False, f"{how} found in the response")
     if answers_match(found, reference, args["abs_tol"], args["rel_tol"]):
         return JudgeVerdict(True, f"final answer {found!r} matches the reference {reference!r}")
@@ -141,7 +153,11 @@ JUDGES: tuple[Judge, ...] = (
             "type": "object",
             "properties": {
                 "answer": {"type": ["string", "number"], "description": "reference final answer"},
-                "extract": {"type": "string", "enum": ["auto", "boxed", "gsm8k", "last_number"], "default": "auto"},
+                "extract": {
+                    "type": "string",
+                    "enum": ["auto", "boxed", "gsm8k", "last_number"],
+                    "default": "auto",
+                },
                 "abs_tol": {"type": "number", "minimum": 0, "default": 1e-6},
                 "rel_tol": {"type": "number", "minimum": 0, "default": 0.0},
             },

@@ -36,7 +36,8 @@ def _check_reward(prompt: str, response: str, args: Mapping[str, Any], ctx: Judg
         )
     if objective not in ctx.rewards:
         raise JudgeSpecError(
-            f"judge 'reward_threshold': unknown objective {objective!r}; valid objectives: {sorted(ctx.rewards)}"
+            f"judge 'reward_threshold': unknown objective {objective!r}; "
+            f"valid objectives: {sorted(ctx.rewards)}"
         )
     value = float(ctx.rewards[objective])
     low, high = args.get("min"), args.get("max")

@@ -4,8 +4,9 @@ Judges publish their argument schema as plain JSON Schema dicts (so `/v1/judges`
 clients can validate too), but the service should not depend on ``jsonschema`` for a dozen keywords.
 Supported: ``type`` (a name or a list of names), ``properties``, ``required``,
 ``additionalProperties: false``, ``enum``, ``minimum``, ``maximum``, ``exclusiveMinimum``,
-``minLength``, ``maxLength``, ``minItems``, ``maxItems``, ``items``. Any other keyword in a schema is a programming
-error and fails loudly in `check_schema_keywords`, so a schema never silently means less than it says.
+``minLength``, ``maxLength``, ``minItems``, ``maxItems``, ``items``. Any other keyword in a schema is a
+programming error and fails loudly in `check_schema_keywords`, so a schema never silently means less
+than it says.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ __all__ = ["SUPPORTED_KEYWORDS", "check_schema_keywords", "validate_args"]
 SUPPORTED_KEYWORDS = frozenset(
     {
         "type", "properties", "required", "additionalProperties", "enum", "minimum", "maximum",
-        "exclusiveMinimum", "minLength", "maxLength", "minItems", "maxItems", "items", "description", "default",
+        "exclusiveMinimum", "minLength", "maxLength", "minItems", "maxItems", "items", "description",
+        "default",
     }
 )  # fmt: skip
 
@@ -37,8 +39,10 @@ def check_schema_keywords(schema: Mapping[str, Any], where: str = "schema") -> N
     """Raise ValueError if ``schema`` uses a keyword this validator does not implement."""
     unknown = sorted(set(schema) - SUPPORTED_KEYWORDS)
     if unknown:
-        raise ValueError(f"{where} uses unsupported JSON-schema keywords {unknown}; supported: "
-                         f"{sorted(SUPPORTED_KEYWORDS)}")
+        raise ValueError(
+            f"{where} uses unsupported JSON-schema keywords {unknown}; supported: "
+            f"{sorted(SUPPORTED_KEYWORDS)}"
+        )
     for name, sub in schema.get("properties", {}).items():
         check_schema_keywords(sub, f"{where}.properties.{name}")
     if isinstance(schema.get("items"), Mapping):
@@ -57,7 +61,9 @@ def _validate(value: Any, schema: Mapping[str, Any], where: str, problems: list[
     if expected is not None:
         names = [expected] if isinstance(expected, str) else list(expected)
         if not any(_TYPE_CHECKS[name](value) for name in names):
-            problems.append(f"{where}: expected {' or '.join(names)}, got {_json_type(value)} ({value!r:.40})")
+            problems.append(
+                f"{where}: expected {' or '.join(names)}, got {_json_type(value)} ({value!r:.40})"
+            )
             return
     if "enum" in schema and value not in schema["enum"]:
         problems.append(f"{where}: {value!r} is not one of {list(schema['enum'])}")
@@ -78,8 +84,9 @@ def _validate(value: Any, schema: Mapping[str, Any], where: str, problems: list[
         _validate_object(value, schema, where, problems)
 
 
-def _validate_array(value: list[Any] | tuple[Any, ...], schema: Mapping[str, Any], where: str,
-                    problems: list[str]) -> None:
+def _validate_array(
+    value: list[Any] | tuple[Any, ...], schema: Mapping[str, Any], where: str, problems: list[str]
+) -> None:
     if len(value) < schema.get("minItems", 0):
         problems.append(f"{where}: must have at least {schema['minItems']} item(s), got {len(value)}")
     if "maxItems" in schema and len(value) > schema["maxItems"]:
@@ -89,8 +96,9 @@ def _validate_array(value: list[Any] | tuple[Any, ...], schema: Mapping[str, Any
             _validate(item, schema["items"], f"{where}[{i}]", problems)
 
 
-def _validate_object(value: Mapping[str, Any], schema: Mapping[str, Any], where: str,
-                     problems: list[str]) -> None:
+def _validate_object(
+    value: Mapping[str, Any], schema: Mapping[str, Any], where: str, problems: list[str]
+) -> None:
     properties: Mapping[str, Any] = schema.get("properties", {})
     for name in schema.get("required", ()):
         if name not in value:

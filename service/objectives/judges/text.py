@@ -47,15 +47,20 @@ def _check_regex(prompt: str, response: str, args: Mapping[str, Any], ctx: Judge
     mode = args["mode"]
     if mode == "fullmatch":
         ok = pattern.fullmatch(response) is not None
-        return JudgeVerdict(ok, f"the whole response {'matches' if ok else 'does not match'} /{pattern.pattern}/")
+        return JudgeVerdict(
+            ok, f"the whole response {'matches' if ok else 'does not match'} /{pattern.pattern}/"
+        )
     found = pattern.search(response)
     if mode == "search":
         if found:
-            return JudgeVerdict(True, f"matches /{pattern.pattern}/ at {found.start()}: {found.group(0)!r:.60}")
+            return JudgeVerdict(
+                True, f"matches /{pattern.pattern}/ at {found.start()}: {found.group(0)!r:.60}"
+            )
         return JudgeVerdict(False, f"no match for /{pattern.pattern}/")
     if found:  # mode == "absent"
-        return JudgeVerdict(False, f"forbidden pattern /{pattern.pattern}/ found at {found.start()}: "
-                                   f"{found.group(0)!r:.60}")
+        return JudgeVerdict(
+            False, f"forbidden pattern /{pattern.pattern}/ found at {found.start()}: {found.group(0)!r:.60}"
+        )
     return JudgeVerdict(True, f"no match for the forbidden pattern /{pattern.pattern}/")
 
 
@@ -78,13 +83,18 @@ def _check_length(prompt: str, response: str, args: Mapping[str, Any], ctx: Judg
 JUDGES: tuple[Judge, ...] = (
     Judge(
         "regex",
-        "A regular expression must be found ('search'), match the whole response ('fullmatch'), or be absent.",
+        "A regular expression must be found ('search'), match the whole response ('fullmatch'), "
+        "or be absent ('absent').",
         {
             "type": "object",
             "properties": {
                 "pattern": {"type": "string", "minLength": 1},
                 "mode": {"type": "string", "enum": ["search", "fullmatch", "absent"], "default": "search"},
-                "flags": {"type": "array", "items": {"type": "string", "enum": sorted(_FLAGS)}, "default": []},
+                "flags": {
+                    "type": "array",
+                    "items": {"type": "string", "enum": sorted(_FLAGS)},
+                    "default": [],
+                },
             },
             "required": ["pattern"],
             "additionalProperties": False,

