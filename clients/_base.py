@@ -29,9 +29,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from clients._pool import Replica, ReplicaPool
 from clients.errors import BadRequest, Overloaded, RewardServiceError, Timeout, Unauthorized, Unavailable
 from clients.protocol import ErrorResponse, Prompt, ScoreGroup, ScoreItem
-from clients._pool import Replica, ReplicaPool
 
 API_KEY_ENV = "PARETORM_API_KEY"
 URL_ENV = "PARETORM_URL"
@@ -45,7 +45,7 @@ RETRY_STATUSES = frozenset({502, 503})
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Jittered exponential backoff: the n-th wait is uniform in [d/2, d], d = min(max, initial * factor**n)."""
+    """Jittered exponential backoff: wait n is uniform in [d/2, d], d = min(max, initial * factor**n)."""
 
     max_attempts: int = 10
     initial_backoff_s: float = 0.1
@@ -192,7 +192,8 @@ class Call:
     def _timeout_error(self) -> Timeout:
         last = f"; last error: {self.last_error}" if self.last_error else ""
         return Timeout(
-            f"no answer within the call's deadline of {self.budget_s or self.deadline_s} s after {self.attempts} attempt(s){last}; "
+            f"no answer within the call's deadline of {self.budget_s or self.deadline_s} s after "
+            f"{self.attempts} attempt(s){last}; "
             "raise deadline_s or check the service",
             url=self.last_error.url if self.last_error else None,
         )
@@ -274,7 +275,8 @@ def parse_body(model: type[BaseModel], response: httpx.Response, url: str) -> An
         return model.model_validate_json(response.content)
     except ValidationError as exc:
         raise RewardServiceError(
-            f"the service's answer does not match {model.__name__}: {exc}; client and service versions differ",
+            f"the service's answer does not match {model.__name__}: {exc}; client and service versions "
+            "differ",
             status_code=response.status_code,
             error_type="protocol_mismatch",
             url=url,

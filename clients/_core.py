@@ -149,11 +149,17 @@ class BaseRewardClient:
             raise BadRequest(f"invalid score request: {exc}", error_type="invalid_request") from exc
 
     @staticmethod
-    def _pairs(prompts: Sequence[Any], responses: Sequence[str], baselines: Sequence[str] | None) -> list[ScoreItem]:
+    def _pairs(
+        prompts: Sequence[Any], responses: Sequence[str], baselines: Sequence[str] | None
+    ) -> list[ScoreItem]:
         if len(prompts) != len(responses):
-            raise BadRequest(f"{len(prompts)} prompts but {len(responses)} responses: give one prompt per response")
+            raise BadRequest(
+                f"{len(prompts)} prompts but {len(responses)} responses: give one prompt per response"
+            )
         if baselines is not None and len(baselines) != len(responses):
-            raise BadRequest(f"{len(baselines)} baselines for {len(responses)} responses: give one per response")
+            raise BadRequest(
+                f"{len(baselines)} baselines for {len(responses)} responses: give one per response"
+            )
         items = []
         for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
             baseline = baselines[i] if baselines is not None else None
@@ -177,17 +183,28 @@ class BaseRewardClient:
             raise TypeError("queries is a list of texts, not one string")
         limits = info.limits
         envelope = json_size({"query": []})
-        pieces = plan_list(list(queries), limits.max_items_per_request, limits.max_body_bytes, envelope, self._min_chunks())
+        pieces = plan_list(
+            list(queries), limits.max_items_per_request, limits.max_body_bytes, envelope, self._min_chunks()
+        )
         specs: list[RequestSpec[Any]] = [
-            RequestSpec("POST", "/get_reward", GetRewardRequest(query=p).model_dump(exclude_none=True), GetRewardResponse)
+            RequestSpec(
+                "POST",
+                "/get_reward",
+                GetRewardRequest(query=p).model_dump(exclude_none=True),
+                GetRewardResponse,
+            )
             for p in pieces
         ]
         return Plan(specs, lambda answers: merge_get_reward(answers, [len(p) for p in pieces]))
 
-    def _plan_judge(self, items: Sequence[JudgeItem | Mapping[str, Any]], info: ModelInfo) -> Plan[list[JudgeItemResult]]:
+    def _plan_judge(
+        self, items: Sequence[JudgeItem | Mapping[str, Any]], info: ModelInfo
+    ) -> Plan[list[JudgeItemResult]]:
         parsed = [i if isinstance(i, JudgeItem) else JudgeItem.model_validate(i) for i in items]
         limits = info.limits
-        pieces = plan_list(parsed, limits.max_items_per_request, limits.max_body_bytes, json_size({"items": []}))
+        pieces = plan_list(
+            parsed, limits.max_items_per_request, limits.max_body_bytes, json_size({"items": []})
+        )
         specs: list[RequestSpec[Any]] = [
             RequestSpec("POST", "/v1/judge", JudgeRequest(items=p).model_dump(mode="json"), JudgeResponse)
             for p in pieces
@@ -203,8 +220,12 @@ class BaseRewardClient:
 
     @staticmethod
     def _pama_spec(advantages: Any, noon: bool, ratios: Any, clip_eps: float) -> RequestSpec[Any]:
-        request = PamaRequest(advantages=_tolist(advantages), noon=noon, ratios=_tolist(ratios), clip_eps=clip_eps)
-        return RequestSpec("POST", "/v1/pama/weights", request.model_dump(mode="json", exclude_none=True), PamaResponse)
+        request = PamaRequest(
+            advantages=_tolist(advantages), noon=noon, ratios=_tolist(ratios), clip_eps=clip_eps
+        )
+        return RequestSpec(
+            "POST", "/v1/pama/weights", request.model_dump(mode="json", exclude_none=True), PamaResponse
+        )
 
 
 def _tolist(value: Any) -> Any:

@@ -84,7 +84,9 @@ def _too_large(what: str, size: int, max_bytes: int) -> BadRequest:
     )
 
 
-def plan_score(request: ScoreRequest, max_items: int, max_bytes: int, min_chunks: int = 1) -> list[ScoreChunk]:
+def plan_score(
+    request: ScoreRequest, max_items: int, max_bytes: int, min_chunks: int = 1
+) -> list[ScoreChunk]:
     """Cut `request` into chunks within `max_items` conversations and `max_bytes` of JSON each."""
     total = request.num_conversations()
     if total == 0:
@@ -142,7 +144,9 @@ def _mismatch(what: str, got: int, sent: int) -> RewardServiceError:
     )
 
 
-def merge_score(request: ScoreRequest, chunks: Sequence[ScoreChunk], answers: Sequence[ScoreResponse]) -> ScoreResponse:
+def merge_score(
+    request: ScoreRequest, chunks: Sequence[ScoreChunk], answers: Sequence[ScoreResponse]
+) -> ScoreResponse:
     """Put every chunk's answers back at their input positions; check nothing is missing or extra."""
     items: list[Any] = [None] * len(request.items)
     groups = [GroupScores(results=[]) for _ in request.groups]
@@ -171,7 +175,9 @@ def merge_score(request: ScoreRequest, chunks: Sequence[ScoreChunk], answers: Se
     )
 
 
-def plan_list(values: Sequence[Any], max_items: int, max_bytes: int, envelope: int, min_chunks: int = 1) -> list[list[Any]]:
+def plan_list(
+    values: Sequence[Any], max_items: int, max_bytes: int, envelope: int, min_chunks: int = 1
+) -> list[list[Any]]:
     """Greedy in-order cut of a flat list (get_reward queries, judge items) within count and bytes."""
     if not values:
         return [[]]

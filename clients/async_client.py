@@ -48,7 +48,9 @@ class AsyncRewardClient(BaseRewardClient):
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
-        limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency)
+        limits = httpx.Limits(
+            max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency
+        )
         self._http = httpx.AsyncClient(transport=transport, timeout=self.timeout, limits=limits)
 
     async def __aenter__(self) -> AsyncRewardClient:
@@ -73,7 +75,11 @@ class AsyncRewardClient(BaseRewardClient):
             attempt = call.begin(spec.path, replica)
             try:
                 response = await self._http.request(
-                    spec.method, attempt.url, content=content, headers=attempt.headers, timeout=attempt.timeout
+                    spec.method,
+                    attempt.url,
+                    content=content,
+                    headers=attempt.headers,
+                    timeout=attempt.timeout,
                 )
             except httpx.TransportError as exc:
                 call.on_exception(attempt, exc)
@@ -148,7 +154,9 @@ class AsyncRewardClient(BaseRewardClient):
                 except RewardServiceError:
                     pass
             if time.monotonic() + poll_interval_s > give_up:
-                raise Timeout(f"no replica of {self.urls} became ready within {timeout_s} s; is the service started?")
+                raise Timeout(
+                    f"no replica of {self.urls} became ready within {timeout_s} s; is the service started?"
+                )
             await asyncio.sleep(poll_interval_s)
 
     # -- scoring ----------------------------------------------------------------------------------
@@ -168,7 +176,9 @@ class AsyncRewardClient(BaseRewardClient):
         `groups` (one prompt, many responses) may ride along in the same call; their results are in
         `batch.groups`, in order.
         """
-        request = self._score_request(items, groups, weights=weights, direction=direction, truncation=truncation)
+        request = self._score_request(
+            items, groups, weights=weights, direction=direction, truncation=truncation
+        )
         return await self._run(self._plan_score(request, await self.model_info()), deadline_s)
 
     async def score_pairs(
@@ -184,7 +194,9 @@ class AsyncRewardClient(BaseRewardClient):
     ) -> ScoreBatch:
         """Score `responses[i]` against `prompts[i]` (text or chat messages)."""
         items = self._pairs(prompts, responses, baselines)
-        return await self.score(items, weights=weights, direction=direction, truncation=truncation, deadline_s=deadline_s)
+        return await self.score(
+            items, weights=weights, direction=direction, truncation=truncation, deadline_s=deadline_s
+        )
 
     async def score_groups(
         self,
@@ -199,14 +211,21 @@ class AsyncRewardClient(BaseRewardClient):
         request = self._score_request((), groups, weights=weights, direction=direction, truncation=truncation)
         return (await self._run(self._plan_score(request, await self.model_info()), deadline_s)).groups
 
-    async def get_reward(self, queries: Sequence[str], *, deadline_s: float | None = None) -> GetRewardResponse:
+    async def get_reward(
+        self, queries: Sequence[str], *, deadline_s: float | None = None
+    ) -> GetRewardResponse:
         """OpenRLHF's `/get_reward`: full chat-templated texts in, gated scores and per-objective logs out."""
         return await self._run(self._plan_get_reward(queries, await self.model_info()), deadline_s)
 
     # -- objectives maths and judges --------------------------------------------------------------
 
     async def pama_weights(
-        self, advantages: Any, *, noon: bool = False, ratios: Any = None, clip_eps: float = 0.2,
+        self,
+        advantages: Any,
+        *,
+        noon: bool = False,
+        ratios: Any = None,
+        clip_eps: float = 0.2,
         deadline_s: float | None = None,
     ) -> PamaResponse:
         """PAMA combination of per-objective advantages (`[..., n]` nested lists, arrays or tensors)."""

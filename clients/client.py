@@ -62,13 +62,17 @@ class RewardClient(BaseRewardClient):
         **options: Any,
     ) -> None:
         super().__init__(url, **options)
-        limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency)
+        limits = httpx.Limits(
+            max_connections=self.concurrency * 2, max_keepalive_connections=self.concurrency
+        )
         self._http = httpx.Client(transport=transport, timeout=self.timeout, limits=limits)
 
     def __enter__(self) -> RewardClient:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -87,7 +91,11 @@ class RewardClient(BaseRewardClient):
             attempt = call.begin(spec.path, replica)
             try:
                 response = self._http.request(
-                    spec.method, attempt.url, content=content, headers=attempt.headers, timeout=attempt.timeout
+                    spec.method,
+                    attempt.url,
+                    content=content,
+                    headers=attempt.headers,
+                    timeout=attempt.timeout,
                 )
             except httpx.TransportError as exc:
                 call.on_exception(attempt, exc)
@@ -111,7 +119,9 @@ class RewardClient(BaseRewardClient):
 
         if len(plan.specs) == 1:
             return plan.merge([one(plan.specs[0])])
-        executor = ThreadPoolExecutor(max_workers=min(self.concurrency, len(plan.specs)), thread_name_prefix="paretorm")
+        executor = ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(plan.specs)), thread_name_prefix="paretorm"
+        )
         try:
             futures = [executor.submit(one, spec) for spec in plan.specs]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -142,7 +152,10 @@ class RewardClient(BaseRewardClient):
         for replica in self.pool.replicas:
             headers = {"Host": replica.host_header} if replica.host_header else {}
             try:
-                if self._http.get(replica.url + "/health/ready", headers=headers, timeout=2.0).status_code == 200:
+                if (
+                    self._http.get(replica.url + "/health/ready", headers=headers, timeout=2.0).status_code
+                    == 200
+                ):
                     return True
             except httpx.TransportError:
                 continue
@@ -160,7 +173,9 @@ class RewardClient(BaseRewardClient):
                 except RewardServiceError:
                     pass
             if time.monotonic() + poll_interval_s > give_up:
-                raise Timeout(f"no replica of {self.urls} became ready within {timeout_s} s; is the service started?")
+                raise Timeout(
+                    f"no replica of {self.urls} became ready within {timeout_s} s; is the service started?"
+                )
             time.sleep(poll_interval_s)
 
     # -- scoring ----------------------------------------------------------------------------------
@@ -180,7 +195,9 @@ class RewardClient(BaseRewardClient):
         `groups` (one prompt, many responses) may ride along in the same call; their results are in
         `batch.groups`, in order.
         """
-        request = self._score_request(items, groups, weights=weights, direction=direction, truncation=truncation)
+        request = self._score_request(
+            items, groups, weights=weights, direction=direction, truncation=truncation
+        )
         return self._run(self._plan_score(request, self.model_info()), deadline_s)
 
     def score_pairs(
@@ -196,7 +213,9 @@ class RewardClient(BaseRewardClient):
     ) -> ScoreBatch:
         """Score `responses[i]` against `prompts[i]` (text or chat messages)."""
         items = self._pairs(prompts, responses, baselines)
-        return self.score(items, weights=weights, direction=direction, truncation=truncation, deadline_s=deadline_s)
+        return self.score(
+            items, weights=weights, direction=direction, truncation=truncation, deadline_s=deadline_s
+        )
 
     def score_groups(
         self,
@@ -218,7 +237,12 @@ class RewardClient(BaseRewardClient):
     # -- objectives maths and judges --------------------------------------------------------------
 
     def pama_weights(
-        self, advantages: Any, *, noon: bool = False, ratios: Any = None, clip_eps: float = 0.2,
+        self,
+        advantages: Any,
+        *,
+        noon: bool = False,
+        ratios: Any = None,
+        clip_eps: float = 0.2,
         deadline_s: float | None = None,
     ) -> PamaResponse:
         """PAMA combination of per-objective advantages (`[..., n]` nested lists, arrays or tensors)."""
@@ -228,7 +252,9 @@ class RewardClient(BaseRewardClient):
         """`GET /v1/judges`: the rule judges the service offers, with their argument schemas."""
         return self._one(RequestSpec("GET", "/v1/judges", None, JudgeListResponse)).judges
 
-    def judge(self, items: Sequence[JudgeItem | Mapping[str, Any]], *, deadline_s: float | None = None) -> list[JudgeItemResult]:
+    def judge(
+        self, items: Sequence[JudgeItem | Mapping[str, Any]], *, deadline_s: float | None = None
+    ) -> list[JudgeItemResult]:
         """Run rule judges on (prompt, response) pairs; `all_passed` is CGPO's feasibility."""
         return self._run(self._plan_judge(items, self.model_info()), deadline_s)
 

@@ -1,9 +1,9 @@
 """The client's exception tree: catch at exactly the level you need.
 
     RewardServiceError          anything the reward service (or the way to it) did wrong
-    ├── Unavailable             no replica answered: connection refused or reset, 502, 503 (not ready, draining)
+    ├── Unavailable             no replica answered: connection refused or reset, 502, 503 (loading, draining)
     ├── Overloaded              every try met 429: the service's queue stayed full for the whole deadline
-    ├── BadRequest              400/404/413/422: the input is wrong; retrying cannot help, the message says why
+    ├── BadRequest              400, 404, 413, 422: the input is wrong, retrying cannot help (see the message)
     ├── Unauthorized            401: missing or wrong API key (argument `api_key` or `PARETORM_API_KEY`)
     └── Timeout                 the call's total deadline ran out (locally, or 504 from the server)
 

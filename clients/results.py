@@ -40,7 +40,9 @@ class NamedVector(Mapping[str, float]):
             try:
                 return self._values[self._index[key]]
             except KeyError:
-                raise KeyError(f"no objective named {key!r}; the model's objectives are {list(self._names)}") from None
+                raise KeyError(
+                    f"no objective named {key!r}; the model's objectives are {list(self._names)}"
+                ) from None
         if isinstance(key, slice):
             return list(self._values[key])
         return self._values[key]

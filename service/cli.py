@@ -23,6 +23,8 @@ _SERVE_FLAGS: dict[str, dict[str, object]] = {
     "max_batch_items": {"type": int, "help": "conversations per forward pass"},
     "max_queue_tokens": {"type": int, "help": "tokens allowed to wait; beyond: 429"},
     "batch_wait_ms": {"type": float, "help": "how long to wait for more requests to batch"},
+    "prefix_cache_mb": {"type": float, "help": "memory for prompt states kept across batches (0 = off)"},
+    "result_cache_items": {"type": int, "help": "scores kept for exact repeats of an input (0 = off)"},
     "api_keys": {"help": "comma-separated API keys (prefer the PARETORM_API_KEYS environment variable)"},
     "drain_timeout_s": {"type": float, "help": "on SIGTERM, how long to finish accepted work"},
     "log_level": {"choices": ["debug", "info", "warning", "error"]},

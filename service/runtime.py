@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from service.engine.batcher import Batcher
+from service.engine.lru import ResultCache
 from service.engine.transformers_backend import ScoringBackend, TransformersBackend
 from service.scoring.encoding import ChatEncoder, EncodingPolicy
 from service.scoring.model_card import ModelCard, limits_from
@@ -84,7 +85,12 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
         from service.engine.vllm_backend import VllmBackend
 
         return VllmBackend.from_loaded(loaded, settings)
-    return TransformersBackend(loaded.model, device=settings.device, share_prompts=settings.share_prompts)
+    return TransformersBackend(
+        loaded.model,
+        device=settings.device,
+        share_prompts=settings.share_prompts,
+        prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20),
+    )
 
 
 def build_runtime(settings: ServiceSettings, loaded: Any, backend: ScoringBackend) -> Runtime:
@@ -114,7 +120,9 @@ def build_runtime(settings: ServiceSettings, loaded: Any, backend: ScoringBacken
         batch_wait_ms=settings.batch_wait_ms,
         share_prompts=settings.share_prompts,
     )
-    return Runtime(settings=settings, card=card, batcher=batcher, scorer=Scorer(card, encoder, batcher), encoder=encoder)
+    results = ResultCache(settings.result_cache_items) if settings.result_cache_items else None
+    scorer = Scorer(card, encoder, batcher, results)
+    return Runtime(settings=settings, card=card, batcher=batcher, scorer=scorer, encoder=encoder)
 
 
 async def start_runtime(runtime: Runtime) -> None:

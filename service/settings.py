@@ -51,7 +51,16 @@ class ServiceSettings(BaseSettings):
         default=2.0, ge=0, description="How long the batcher waits for more requests once it has some."
     )
     share_prompts: bool = Field(default=True, description="Compute a prompt shared by several items once.")
-    result_cache_items: int = Field(default=0, ge=0, description="Bounded result cache size; 0 = off.")
+    prefix_cache_mb: float = Field(
+        default=256.0,
+        ge=0,
+        description="Memory for prompt states kept across batches (a GRPO group split over several batches "
+        "computes its prompt once); 0 = off. An entry costs layers x 2 x kv_heads x head_dim x prompt tokens "
+        "x bytes per value (3.5 MB for a 428-token prompt on a 4-layer 512-hidden bf16 backbone).",
+    )
+    result_cache_items: int = Field(
+        default=0, ge=0, description="Scores kept for exact repeats of an input (LRU); 0 = off."
+    )
 
     api_keys: str = Field(
         default="",

@@ -12,7 +12,9 @@ _clients: dict[tuple[Any, ...], RewardClient] = {}
 _lock = threading.Lock()
 
 
-def shared_client(url: str | Sequence[str] | None, api_key: str | None, options: Mapping[str, Any]) -> RewardClient:
+def shared_client(
+    url: str | Sequence[str] | None, api_key: str | None, options: Mapping[str, Any]
+) -> RewardClient:
     """One `RewardClient` per (url, key, options) in this process: connections and replica state are reused.
 
     Adapter functions are called once per batch or per sample, often from worker threads; building a client
@@ -32,7 +34,9 @@ def content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, Sequence):
-        return "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type", "text") == "text")
+        return "".join(
+            p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type", "text") == "text"
+        )
     return "" if content is None else str(content)
 
 

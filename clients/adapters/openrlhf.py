@@ -34,7 +34,9 @@ REWARD_FUNC_FILE = Path(__file__).with_name("openrlhf_reward_func.py")
 """The file to pass to OpenRLHF's `--remote_rm_url` (local-function mode)."""
 
 
-def openrlhf_rewards(client: RewardClient, queries: Sequence[str], *, deadline_s: float | None = None) -> dict[str, Any]:
+def openrlhf_rewards(
+    client: RewardClient, queries: Sequence[str], *, deadline_s: float | None = None
+) -> dict[str, Any]:
     """`{"rewards", "scores", "extra_logs"}` for OpenRLHF from the service's `/get_reward` (split as needed).
 
     Lists, exactly as OpenRLHF's own remote mode receives them over HTTP, so both modes behave alike.

@@ -22,6 +22,8 @@ from typing import Any
 from clients.adapters.openrlhf import client_from_env, openrlhf_rewards
 
 
-def reward_func(queries: Sequence[str], prompts: Sequence[Any], labels: Sequence[Any], **kwargs: Any) -> dict[str, Any]:
+def reward_func(
+    queries: Sequence[str], prompts: Sequence[Any], labels: Sequence[Any], **kwargs: Any
+) -> dict[str, Any]:
     """Gated scores as rewards and per-objective rewards as `extra_logs` for OpenRLHF's `queries`."""
     return openrlhf_rewards(client_from_env(), queries)

@@ -5,7 +5,7 @@ TRL's `GRPOTrainer` (and RLOO, Online DPO) take `reward_funcs` as plain callable
 `rewards/{f.__name__}/mean` per function; `reward_weights` has one weight per function. So
 
     from clients.adapters.trl import paretorm_reward_funcs
-    funcs = paretorm_reward_funcs("http://rm:8000", objectives=["helpsteer-helpfulness", "helpsteer-verbosity"])
+    funcs = paretorm_reward_funcs("http://rm:8000", objectives=["helpsteer-helpfulness", "code-complexity"])
     GRPOTrainer(..., reward_funcs=funcs, args=GRPOConfig(reward_weights=[1.0, -0.5], ...))
 
 gives one function per objective (names `paretorm_<objective>`) plus, by default, the gated score
@@ -38,10 +38,14 @@ from clients.results import ScoredItem
 Completion = str | Sequence[Mapping[str, Any]]
 
 
-def _to_units(prompts: Sequence[Any], completions: Sequence[Completion]) -> tuple[list[ScoreItem], list[ScoreGroup], list[tuple[str, int, int]]]:
-    """Wire items and groups for TRL's inputs, plus where each input lands: ("item", i, 0) / ("group", g, k)."""
+def _to_units(
+    prompts: Sequence[Any], completions: Sequence[Completion]
+) -> tuple[list[ScoreItem], list[ScoreGroup], list[tuple[str, int, int]]]:
+    """Wire items and groups for TRL's inputs, and where input j lands: ("item", i, 0) or ("group", g, k)."""
     if len(prompts) != len(completions):
-        raise ValueError(f"TRL passed {len(prompts)} prompts and {len(completions)} completions; they must match")
+        raise ValueError(
+            f"TRL passed {len(prompts)} prompts and {len(completions)} completions; they must match"
+        )
     items: list[ScoreItem] = []
     groups: list[ScoreGroup] = []
     where: list[tuple[str, int, int]] = []
@@ -55,7 +59,9 @@ def _to_units(prompts: Sequence[Any], completions: Sequence[Completion]) -> tupl
         else:  # tool turns inside the completion: score the whole conversation
             response = None
         if response is None:
-            prompt_messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else wire_prompt
+            prompt_messages = (
+                [{"role": "user", "content": prompt}] if isinstance(prompt, str) else wire_prompt
+            )
             items.append(ScoreItem(messages=prompt_messages + messages(completion)))  # type: ignore[arg-type]
             where.append(("item", len(items) - 1, 0))
             previous_key = None
@@ -110,7 +116,9 @@ class BatchScorer:
 
     def score(self, prompts: Sequence[Any], completions: Sequence[Completion]) -> list[ScoredItem]:
         """Per-input scores, from the cache when another function already asked for this batch."""
-        key = hashlib.sha256(json.dumps([prompts, completions], sort_keys=True, default=str).encode()).hexdigest()
+        key = hashlib.sha256(
+            json.dumps([prompts, completions], sort_keys=True, default=str).encode()
+        ).hexdigest()
         with self._lock:
             cached = self._cache.get(key)
             if cached is not None:
@@ -139,7 +147,11 @@ class PareToRMRewardFunc:
         self.__name__ = f"paretorm_{objective}" if field == "reward" else f"paretorm_{field}"
 
     def __call__(
-        self, prompts: Sequence[Any], completions: Sequence[Completion], completion_ids: Any = None, **kwargs: Any
+        self,
+        prompts: Sequence[Any],
+        completions: Sequence[Completion],
+        completion_ids: Any = None,
+        **kwargs: Any,
     ) -> list[float | None]:
         scored = self.scorer.score(prompts, completions)
         if self.field == "reward":
@@ -178,7 +190,9 @@ def paretorm_reward_funcs(
     return funcs
 
 
-def paretorm_score_func(url: str | Sequence[str] | None = None, *, api_key: str | None = None, **client_options: Any) -> PareToRMRewardFunc:
+def paretorm_score_func(
+    url: str | Sequence[str] | None = None, *, api_key: str | None = None, **client_options: Any
+) -> PareToRMRewardFunc:
     """The gated score alone, as one TRL reward function."""
     return PareToRMRewardFunc(BatchScorer(url, api_key=api_key, client_options=client_options), field="score")
 

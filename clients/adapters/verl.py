@@ -38,7 +38,9 @@ DEFAULT_PROMPT_KEYS = ("prompt", "question", "raw_prompt")
 _async_clients: dict[tuple[int, Any], AsyncRewardClient] = {}
 
 
-def prompt_from(extra_info: Mapping[str, Any] | None, prompt_keys: Sequence[str] = DEFAULT_PROMPT_KEYS) -> Any:
+def prompt_from(
+    extra_info: Mapping[str, Any] | None, prompt_keys: Sequence[str] = DEFAULT_PROMPT_KEYS
+) -> Any:
     """The prompt of a veRL sample (text or messages), from its `extra_info`."""
     for key in prompt_keys:
         if extra_info and extra_info.get(key) is not None:
@@ -115,7 +117,9 @@ def compute_score_batch(
 ) -> list[dict[str, float]]:
     """veRL batch reward manager form: one (split, concurrent) call for the whole batch, results in order."""
     client = shared_client(url, api_key, client_options or {})
-    pairs = [(prompt_from(info, prompt_keys), text) for info, text in zip(extra_infos, solution_strs, strict=True)]
+    pairs = [
+        (prompt_from(info, prompt_keys), text) for info, text in zip(extra_infos, solution_strs, strict=True)
+    ]
     batch = client.score(pairs, weights=weights)
     return [verl_result(item, weights is not None) for item in batch]
 

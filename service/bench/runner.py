@@ -27,7 +27,8 @@ from service.bench.checkpoints import ModelShape, build_bench_model, export_sequ
 from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet, tune_own_malloc
 from service.bench.scenarios_http import latency_points, throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
-from service.bench.workload import WorkloadSource, flatten_groups, rendered_texts
+from service.bench.workload import WorkloadSource, conversation, flatten_groups, rendered_texts
+from service.scoring.encoding import EncodingPolicy
 
 
 @dataclass(frozen=True)
@@ -168,10 +169,9 @@ def _run(cfg: BenchConfig, say: Callable[[str], None], work: Path, logs: Path, c
                                             concurrency=level, per_request=1, warmup=warm_texts))
         s[vllm_keys[2]] = throughput(target, rendered_texts(tokenizer, flatten_groups(grpo)), concurrency=c,
                                      per_request=1, warmup=warm_texts)
-    for name, key, pool in (("paretorm", f"http_{single}", sweep), ("vllm", vllm_keys[0], sweep)):
-        if "items_per_s" in s[key]:
-            pool[name].append({k: v for k, v in s[key].items()})
-            pool[name].sort(key=lambda row: row["concurrency"])
+    for engine, key in (("paretorm", f"http_{single}"), ("vllm", vllm_keys[0])):
+        if "items_per_s" in s[key]:  # the headline row is the sweep's top point
+            sweep[engine] = sorted([*sweep[engine], dict(s[key])], key=lambda row: row["concurrency"])
 
     latency: dict[str, Any] = {}
     say(f"latency at {list(cfg.latency_loads)} of max throughput (open loop, {cfg.latency_seconds:.0f} s each)")
@@ -215,10 +215,6 @@ def _latency(target: Any, headline: dict[str, Any], source: WorkloadSource, cfg:
 
 def _meta(cfg: BenchConfig, tuned: bool, loaded: Any, chat: list[Any], grpo: list[Any], runtime: Any, started: float,
           ready_s: dict[str, float | None]) -> dict[str, Any]:
-    from service.scoring.encoding import EncodingPolicy
-
-    from service.bench.workload import conversation
-
     policy = EncodingPolicy(4096, "error")
     chat_lengths = [e.num_tokens for e in runtime.encoder.encode_conversations(
         [conversation(i.prompt, i.response) for i in chat], policy, labels=["chat"] * len(chat))]
@@ -246,5 +242,6 @@ def _meta(cfg: BenchConfig, tuned: bool, loaded: Any, chat: list[Any], grpo: lis
         "ready_after_s": {name: round(value, 1) if value else None for name, value in ready_s.items()},
         "host": {"cpus": len(os.sched_getaffinity(0)), "machine": platform.machine(), "python": platform.python_version(),
                  "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
+        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],  # other work on the machine skews numbers
         "wall_s": round(time.perf_counter() - started, 1),
     }

@@ -71,7 +71,8 @@ async def _closed_loop(call: Callable[[Any], Awaitable[int]], chunks: Sequence[A
     async def worker() -> None:
         for chunk in queue:
             sent = time.perf_counter()
-            result.items += await call(chunk)
+            scored = await call(chunk)  # not `items += await ...`: that reads `items` before the await
+            result.items += scored
             result.latencies_s.append(time.perf_counter() - sent)
             result.requests += 1
 

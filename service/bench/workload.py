@@ -52,9 +52,11 @@ class TextMaker:
     def __init__(self, tokenizer: Any, rng: random.Random) -> None:
         self._rng = rng
         self._tokenizer = tokenizer
-        encoded = tokenizer([" " + word for word in WORDS] + ["."], add_special_tokens=False)["input_ids"]
-        self._word_cost = [len(ids) for ids in encoded[:-1]]
-        self._period_cost = len(encoded[-1])
+        encoded = tokenizer([" " + word for word in WORDS] + ["."] + list(WORDS), add_special_tokens=False)["input_ids"]
+        n = len(WORDS)
+        self._word_cost = [len(ids) for ids in encoded[:n]]
+        self._period_cost = len(encoded[n])
+        self._first_cost = [len(ids) for ids in encoded[n + 1 :]]  # a text's first word has no leading space
         self._overhead = self._measure_overhead()
 
     def _measure_overhead(self) -> tuple[int, int]:
@@ -87,7 +89,8 @@ class TextMaker:
         target = max(1, tokens)
         while cost < target:
             index = self._rng.randrange(len(WORDS))
-            word_cost = self._word_cost[index]
+            costs = self._word_cost if words else self._first_cost
+            word_cost = costs[index]
             if since_period >= 12 and cost + self._period_cost <= target and target - cost > 2:
                 words[-1] += "."
                 cost += self._period_cost
@@ -95,16 +98,15 @@ class TextMaker:
                 continue
             if cost + word_cost > target:
                 # Fill the remainder with the cheapest words.
-                cheap = [i for i, c in enumerate(self._word_cost) if c <= target - cost]
+                cheap = [i for i, c in enumerate(costs) if c <= target - cost]
                 if not cheap:
                     break
                 index = self._rng.choice(cheap)
-                word_cost = self._word_cost[index]
+                word_cost = costs[index]
             words.append(WORDS[index])
             cost += word_cost
             since_period += 1
-        text = " ".join(words)
-        return text[0].upper() + text[1:] if text else text
+        return " ".join(words)
 
 
 def chat_items(maker: TextMaker, rng: random.Random, count: int, mean_tokens: int = 336) -> list[ChatItem]:

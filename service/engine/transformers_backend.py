@@ -17,7 +17,9 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
+from service.engine.lru import PrefixState, PrefixStateCache
 from service.engine.outputs import pack_output, rows_from_stacked
 from service.engine.planning import build_units
 from service.engine.types import EncodedConversation, ScoreRows
@@ -34,11 +36,14 @@ class ScoringBackend(Protocol):
 class TransformersBackend:
     name = "transformers"
 
-    def __init__(self, model: Any, *, device: str = "cpu", share_prompts: bool = True) -> None:
+    def __init__(
+        self, model: Any, *, device: str = "cpu", share_prompts: bool = True, prefix_cache_bytes: int = 0
+    ) -> None:
         self._model = model
         self._device = torch.device(device)
         self._share_prompts = share_prompts and hasattr(model, "hidden_states")
         self._pad_id = int(model.pad_token_id if model.pad_token_id is not None else 0)
+        self._prefix_cache = PrefixStateCache(prefix_cache_bytes) if self._share_prompts and prefix_cache_bytes else None
 
     @torch.inference_mode()
     def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
@@ -46,9 +51,12 @@ class TransformersBackend:
         computed = 0
         plain: list[int] = []
         for unit in build_units(batch, self._share_prompts, max_items=len(batch) or 1):
-            if unit.shared:
-                rows = self._run_shared([batch[i] for i in unit.members], unit.prefix_len)
-                computed += unit.prefix_len + len(unit.members) * (unit.max_len - unit.prefix_len)
+            key = batch[unit.members[0]].prefix_key() if self._share_prompts else None
+            cached = self._prefix_cache is not None and key is not None and key in self._prefix_cache
+            if unit.shared or cached:
+                rows = self._run_shared([batch[i] for i in unit.members], batch[unit.members[0]].prefix_len)
+                suffixes = len(unit.members) * (unit.max_len - batch[unit.members[0]].prefix_len)
+                computed += suffixes + (0 if cached else batch[unit.members[0]].prefix_len)
                 for position, index in enumerate(unit.members):
                     outputs[index] = rows[position]
             else:
@@ -70,17 +78,48 @@ class TransformersBackend:
         attention_mask = (torch.arange(width, device=self._device)[None, :] < lengths[:, None]).long()
         if not hasattr(self._model, "hidden_states"):
             return pack_output(self._model(input_ids, attention_mask=attention_mask))
-        hidden, _ = self._model.hidden_states(input_ids, attention_mask=attention_mask)  # (B, L, H)
+        keep_prompts = self._prefix_cache is not None
+        hidden, cache = self._model.hidden_states(input_ids, attention_mask=attention_mask, use_cache=keep_prompts)
         batch_index = torch.arange(len(rows), device=self._device)
         reward_hidden = hidden[batch_index, lengths - 1]  # (B, H)
         gate_index = torch.tensor([row.gate_index for row in rows], device=self._device)
         gate_hidden = hidden[batch_index, gate_index]  # (B, H)
+        if keep_prompts:
+            self._keep_prompt_states(rows, gate_hidden, cache)
         return pack_output(self._model.heads(reward_hidden, gate_hidden))
 
+    def _keep_prompt_states(self, rows: Sequence[EncodedConversation], gate_hidden: torch.Tensor, cache: Any) -> None:
+        """Store each row's prompt state from a padded pass (right padding: its first P positions are real)."""
+        assert self._prefix_cache is not None
+        for i, row in enumerate(rows):
+            key = row.prefix_key()
+            if key is None or key in self._prefix_cache:
+                continue
+            p = row.prefix_len
+            layers = [(layer.keys[i : i + 1, :, :p].clone(), layer.values[i : i + 1, :, :p].clone())
+                      for layer in cache.layers]  # clones: a view would pin the whole batch's tensors
+            self._prefix_cache.store(key, (gate_hidden[i].clone(), layers))
+
+    def _prefix_state(self, row: EncodedConversation, prefix_len: int) -> PrefixState:
+        """The prompt's gate state and keys/values: from the LRU, or one forward over the prompt."""
+        key = row.input_ids[:prefix_len]
+        state = self._prefix_cache.get(key) if self._prefix_cache is not None else None
+        if state is None:
+            prefix = torch.tensor([key], dtype=torch.long, device=self._device)
+            prefix_hidden, cache = self._model.hidden_states(prefix, use_cache=True)  # (1, P, H)
+            state = (prefix_hidden[0, row.gate_index], [(layer.keys, layer.values) for layer in cache.layers])
+            if self._prefix_cache is not None:
+                self._prefix_cache.store(key, state)
+        return state
+
     def _run_shared(self, rows: Sequence[EncodedConversation], prefix_len: int) -> np.ndarray:
-        prefix = torch.tensor([rows[0].input_ids[:prefix_len]], dtype=torch.long, device=self._device)
-        prefix_hidden, cache = self._model.hidden_states(prefix, use_cache=True)  # (1, P, H)
-        gate_hidden = prefix_hidden[:, rows[0].gate_index].expand(len(rows), -1)  # (G, H)
+        gate_state, layers = self._prefix_state(rows[0], prefix_len)
+        gate_hidden = gate_state[None, :].expand(len(rows), -1)  # (G, H)
+        # Expanded views are enough: the cache concatenates new keys onto them, never writes in place.
+        cache = DynamicCache(
+            ddp_cache_data=[(k.expand(len(rows), -1, -1, -1), v.expand(len(rows), -1, -1, -1)) for k, v in layers],
+            config=self._model.model.config,
+        )
         suffix_lengths = torch.tensor([row.num_tokens - prefix_len for row in rows], device=self._device)
         width = int(suffix_lengths.max())
         suffix = torch.full((len(rows), width), self._pad_id, dtype=torch.long, device=self._device)
@@ -91,7 +130,6 @@ class TransformersBackend:
             [torch.ones(len(rows), prefix_len, dtype=torch.long, device=self._device), suffix_mask], dim=1
         )  # (G, P + S)
         position_ids = (prefix_len + torch.arange(width, device=self._device)).expand(len(rows), -1)
-        cache.batch_repeat_interleave(len(rows))
         hidden, _ = self._model.hidden_states(
             suffix, attention_mask=attention_mask, position_ids=position_ids, past_key_values=cache
         )  # (G, S, H)

@@ -22,7 +22,8 @@ from clients.protocol import (
     ScoreResponse,
 )
 from service import metrics
-from service.engine.batcher import Batcher
+from service.engine.batcher import Batcher, SubmitResult
+from service.engine.lru import ResultCache
 from service.engine.types import EncodedConversation, ScoreRow
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.objectives.cgpo import calibrated_reward
@@ -58,10 +59,13 @@ class _Plan:
 
 
 class Scorer:
-    def __init__(self, card: ModelCard, encoder: ChatEncoder, batcher: Batcher) -> None:
+    def __init__(
+        self, card: ModelCard, encoder: ChatEncoder, batcher: Batcher, results: ResultCache | None = None
+    ) -> None:
         self._card = card
         self._encoder = encoder
         self._batcher = batcher
+        self._results = results
 
     @property
     def card(self) -> ModelCard:
@@ -81,7 +85,7 @@ class Scorer:
         encoded = self._encoder.encode_conversations(plan.conversations, policy, labels=plan.labels)
         tokenize_ms = (time.perf_counter() - started) * 1000
         metrics.STAGE_SECONDS.labels(stage="tokenize").observe(tokenize_ms / 1000)
-        submitted = await self._batcher.submit(encoded)
+        submitted = await self._submit(encoded)
         rows = submitted.rows
         metrics.observe_rewards(self._card.objectives, [rows[i].rewards for i in plan.item_rows])
 
@@ -115,7 +119,7 @@ class Scorer:
         labels = [f"query[{i}]" for i in range(len(request.query))]
         encoded = self._encoder.encode_texts(request.query, policy, labels=labels)
         tokenize_ms = (time.perf_counter() - started) * 1000
-        submitted = await self._batcher.submit(encoded)
+        submitted = await self._submit(encoded)
         scores = [row.score for row in submitted.rows]
         extra = {
             name: [float(row.rewards[k]) for row in submitted.rows] for k, name in enumerate(self._card.objectives)
@@ -130,11 +134,23 @@ class Scorer:
         conversations = [conversation(prompt, response) for prompt, response in items]  # type: ignore[arg-type]
         labels = [f"items[{i}]" for i in range(len(items))]
         encoded = self._encoder.encode_conversations(conversations, policy, labels=labels)
-        submitted = await self._batcher.submit(encoded)
+        submitted = await self._submit(encoded)
         return [
             {**dict(zip(self._card.objectives, map(float, row.rewards), strict=True)), "score": row.score}
             for row in submitted.rows
         ]
+
+    async def _submit(self, encoded: list[EncodedConversation]) -> SubmitResult:
+        """Submit to the batcher, answering exact repeats from the result cache when it is on."""
+        if self._results is None:
+            return await self._batcher.submit(encoded)
+        cached = [self._results.lookup(conversation.input_ids) for conversation in encoded]
+        missing = [i for i, row in enumerate(cached) if row is None]
+        fresh = await self._batcher.submit([encoded[i] for i in missing])
+        for i, row in zip(missing, fresh.rows, strict=True):
+            self._results.store(encoded[i].input_ids, row)
+            cached[i] = row
+        return SubmitResult([row for row in cached if row is not None], fresh.queue_ms, fresh.compute_ms)
 
     def _combination(self, request: ScoreRequest) -> np.ndarray | None:
         try:

@@ -93,8 +93,15 @@ class FakeRewardService:
             truncation="error",
         )
         return ModelInfo(
-            name=self.name, revision=self.revision, kind="armorm", objectives=OBJECTIVES, dtype="float32",
-            device="cpu", backend="fake", is_demo=True, limits=limits,
+            name=self.name,
+            revision=self.revision,
+            kind="armorm",
+            objectives=OBJECTIVES,
+            dtype="float32",
+            device="cpu",
+            backend="fake",
+            is_demo=True,
+            limits=limits,
         )
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -112,7 +119,9 @@ class FakeRewardService:
         if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return error(401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
         if len(request.content) > self.max_body_bytes:
-            return error(413, "payload_too_large", f"body of {len(request.content)} bytes > {self.max_body_bytes}")
+            return error(
+                413, "payload_too_large", f"body of {len(request.content)} bytes > {self.max_body_bytes}"
+            )
         route = {
             ("GET", "/v1/model"): lambda: self.info(),
             ("POST", "/v1/score"): lambda: self._score(request),
@@ -142,9 +151,11 @@ class FakeRewardService:
         for item in body.items:
             prompt = item.prompt if item.messages is None else [m.model_dump() for m in item.messages[:-1]]
             response = item.response if item.messages is None else item.messages[-1].content
-            prompt = prompt if isinstance(prompt, str) or prompt is None else [
-                m if isinstance(m, dict) else m.model_dump() for m in prompt
-            ]
+            prompt = (
+                prompt
+                if isinstance(prompt, str) or prompt is None
+                else [m if isinstance(m, dict) else m.model_dump() for m in prompt]
+            )
             results.append(fake_item(prompt, response or "", weights))
         groups = []
         for group in body.groups:
@@ -154,7 +165,9 @@ class FakeRewardService:
             groups.append(GroupScores(results=scored, baseline_score=baseline))
         with self._lock:
             self.scored.append(body)
-        return ScoreResponse(model=self.name, revision=self.revision, objectives=OBJECTIVES, results=results, groups=groups)
+        return ScoreResponse(
+            model=self.name, revision=self.revision, objectives=OBJECTIVES, results=results, groups=groups
+        )
 
     def _get_reward(self, request: httpx.Request) -> GetRewardResponse | httpx.Response:
         body = GetRewardRequest.model_validate_json(request.content)
@@ -179,7 +192,9 @@ class FakeRewardService:
         out = []
         for item in body.items:
             results = [
-                JudgeResult(name=j.name, passed=len(item.response.split()) <= int(j.args.get("n", 10)), reason="words")
+                JudgeResult(
+                    name=j.name, passed=len(item.response.split()) <= int(j.args.get("n", 10)), reason="words"
+                )
                 for j in item.judges
             ]
             out.append(JudgeItemResult(results=results, all_passed=all(r.passed for r in results)))

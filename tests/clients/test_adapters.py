@@ -40,8 +40,10 @@ def test_trl_conversational_batch(fake: FakeRewardService) -> None:
     funcs = _trl_funcs(fake, objectives=[OBJECTIVES[0]], include_score=False)
     prompt = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
     prompts = [prompt, prompt]
-    completions = [[{"role": "assistant", "content": "hello"}],
-                   [{"role": "assistant", "content": [{"type": "text", "text": "hey"}]}]]
+    completions = [
+        [{"role": "assistant", "content": "hello"}],
+        [{"role": "assistant", "content": [{"type": "text", "text": "hey"}]}],
+    ]
     (reward,) = [f(prompts, completions, completion_ids=[[1], [2]]) for f in funcs]
     assert reward == [fake_rewards(prompt, "hello")[0], fake_rewards(prompt, "hey")[0]]
 
@@ -68,7 +70,9 @@ def test_openrlhf_reward_func_file(monkeypatch: pytest.MonkeyPatch, fake: FakeRe
     spec.loader.exec_module(module)  # exactly how OpenRLHF loads it
     monkeypatch.setattr(openrlhf, "client_from_env", lambda: _client(fake))
     monkeypatch.setattr(module, "client_from_env", lambda: _client(fake))
-    out = module.reward_func(["<user>q</s><assistant>a", "<user>q</s><assistant>b"], ["<user>q</s>"] * 2, [None, None])
+    out = module.reward_func(
+        ["<user>q</s><assistant>a", "<user>q</s><assistant>b"], ["<user>q</s>"] * 2, [None, None]
+    )
     assert set(out) == {"rewards", "scores", "extra_logs"}
     assert len(out["rewards"]) == 2 and set(out["extra_logs"]) == set(OBJECTIVES)
 
@@ -84,10 +88,16 @@ def test_verl_compute_score_returns_objectives_and_aggregate(fake: FakeRewardSer
     result = verl.compute_score("helpsteer", "the answer", None, {"prompt": "the question"}, **options)
     assert set(result) == {"score", *OBJECTIVES}
     assert [result[o] for o in OBJECTIVES] == fake_rewards("the question", "the answer")
-    batch = verl.compute_score_batch(["d", "d"], ["a", "b"], [None, None], [{"question": "q"}, {"question": "q"}], **options)
+    batch = verl.compute_score_batch(
+        ["d", "d"], ["a", "b"], [None, None], [{"question": "q"}, {"question": "q"}], **options
+    )
     assert [b["helpsteer-helpfulness"] for b in batch] == [fake_rewards("q", x)[0] for x in "ab"]
-    coro = verl.compute_score_async("d", "a", None, {"raw_prompt": [{"role": "user", "content": "q"}]}, **options)
-    assert asyncio.run(coro)["helpsteer-helpfulness"] == fake_rewards([{"role": "user", "content": "q"}], "a")[0]
+    coro = verl.compute_score_async(
+        "d", "a", None, {"raw_prompt": [{"role": "user", "content": "q"}]}, **options
+    )
+    assert (
+        asyncio.run(coro)["helpsteer-helpfulness"] == fake_rewards([{"role": "user", "content": "q"}], "a")[0]
+    )
 
 
 def test_verl_without_prompt_says_how_to_fix() -> None:

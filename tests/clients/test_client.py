@@ -26,14 +26,21 @@ from clients import (
 
 
 def test_public_surface_is_the_sorted_all() -> None:
-    public = sorted(name for name in dir(clients) if not name.startswith("_") and name.isidentifier()
-                    and name not in {"annotations"} and not isinstance(getattr(clients, name), type(clients)))
+    public = sorted(
+        name
+        for name in dir(clients)
+        if not name.startswith("_")
+        and name.isidentifier()
+        and name not in {"annotations"}
+        and not isinstance(getattr(clients, name), type(clients))
+    )
     assert clients.__all__ == sorted(clients.__all__)
     assert set(clients.__all__) == set(public)
 
 
 def test_import_clients_does_not_import_torch() -> None:
-    code = "import sys, clients, clients.adapters.trl, clients.adapters.verl, clients.adapters.openrlhf_reward_func; print('torch' in sys.modules)"
+    modules = "clients, clients.adapters.trl, clients.adapters.verl, clients.adapters.openrlhf_reward_func"
+    code = f"import sys, {modules}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -49,9 +56,13 @@ def test_large_input_is_split_within_limits_and_kept_in_order() -> None:
     fake = FakeRewardService(max_items=7, max_body_bytes=2000)
     prompts = [f"prompt {i}" for i in range(100)]
     responses = [f"response number {i} " + "w" * (i % 13) for i in range(100)]
-    with RewardClient("http://rm", transport=httpx.MockTransport(fake), retry=FAST_RETRY, concurrency=4) as rc:
+    with RewardClient(
+        "http://rm", transport=httpx.MockTransport(fake), retry=FAST_RETRY, concurrency=4
+    ) as rc:
         batch = rc.score_pairs(prompts, responses)
-    assert [item.rewards.tolist() for item in batch] == [fake_rewards(p, r) for p, r in zip(prompts, responses, strict=True)]
+    assert [item.rewards.tolist() for item in batch] == [
+        fake_rewards(p, r) for p, r in zip(prompts, responses, strict=True)
+    ]
     sizes = [b.num_conversations() for b in fake.scored]
     assert sum(sizes) == 100 and max(sizes) <= 7 and len(sizes) >= 15
 
@@ -59,8 +70,12 @@ def test_large_input_is_split_within_limits_and_kept_in_order() -> None:
 def test_groups_larger_than_the_limit_are_cut_and_reassembled(fake: FakeRewardService) -> None:
     fake.max_items = 4
     with RewardClient("http://rm", transport=httpx.MockTransport(fake), retry=FAST_RETRY) as rc:
-        groups = rc.score_groups([{"prompt": "p", "responses": [f"r{i}" for i in range(10)], "baseline": "b"},
-                                  {"prompt": "q", "responses": ["only"]}])
+        groups = rc.score_groups(
+            [
+                {"prompt": "p", "responses": [f"r{i}" for i in range(10)], "baseline": "b"},
+                {"prompt": "q", "responses": ["only"]},
+            ]
+        )
     assert [len(g) for g in groups] == [10, 1]
     assert groups[0].objective(OBJECTIVES[0]) == [fake_rewards("p", f"r{i}")[0] for i in range(10)]
     assert groups[0].baseline_score is not None
@@ -80,6 +95,7 @@ def test_429_honours_retry_after_seconds() -> None:
         rc.model_info()
         fake.script = [429]
         import time
+
         start = time.monotonic()
         rc.score_pairs(["p"], ["r"])
         assert time.monotonic() - start >= 1.0
@@ -99,7 +115,9 @@ def test_503_and_connection_errors_are_retried(fake: FakeRewardService, client: 
     assert len(client.score_pairs(["p"], ["r"])) == 1
 
 
-def test_persistent_connection_errors_raise_unavailable(fake: FakeRewardService, client: RewardClient) -> None:
+def test_persistent_connection_errors_raise_unavailable(
+    fake: FakeRewardService, client: RewardClient
+) -> None:
     client.model_info()
     fake.script = ["connect"] * 10
     with pytest.raises(Unavailable, match="ConnectError"):
@@ -133,7 +151,9 @@ def test_504_is_timeout(fake: FakeRewardService, client: RewardClient) -> None:
 
 def test_deadline_bounds_the_whole_call() -> None:
     fake = FakeRewardService(retry_after="5")
-    with RewardClient("http://rm", transport=httpx.MockTransport(fake), retry=FAST_RETRY, deadline_s=0.5) as rc:
+    with RewardClient(
+        "http://rm", transport=httpx.MockTransport(fake), retry=FAST_RETRY, deadline_s=0.5
+    ) as rc:
         rc.model_info()
         fake.script = [503] * 5
         with pytest.raises(Timeout, match="deadline of 0.5 s"):
@@ -168,8 +188,9 @@ def test_invalid_input_is_bad_request_before_sending(client: RewardClient, fake:
 
 
 def test_failover_to_the_other_replica(cluster: FakeCluster) -> None:
-    with RewardClient(["http://a", "http://b"], transport=httpx.MockTransport(cluster), retry=FAST_RETRY,
-                      cooldown_s=60) as rc:
+    with RewardClient(
+        ["http://a", "http://b"], transport=httpx.MockTransport(cluster), retry=FAST_RETRY, cooldown_s=60
+    ) as rc:
         rc.model_info()
         cluster.down.add("http://a")
         for _ in range(4):
@@ -190,7 +211,9 @@ def test_load_is_spread_across_replicas(cluster: FakeCluster) -> None:
 
 
 def test_replicas_serving_different_revisions_are_refused() -> None:
-    cluster = FakeCluster({"http://a": FakeRewardService(revision="1"), "http://b": FakeRewardService(revision="2")})
+    cluster = FakeCluster(
+        {"http://a": FakeRewardService(revision="1"), "http://b": FakeRewardService(revision="2")}
+    )
     with RewardClient(["http://a", "http://b"], transport=httpx.MockTransport(cluster)) as rc:
         with pytest.raises(RewardServiceError, match="different models"):
             rc.score_pairs(["p", "q"], ["r", "s"])
@@ -204,7 +227,9 @@ def test_get_reward_pama_and_judges(client: RewardClient, fake: FakeRewardServic
     pama = client.pama_weights([[1.0, -2.0], [0.5, 3.0]])
     assert pama.combined == [-2.0, 0.5]
     assert [j.name for j in client.judges()] == ["max_words"]
-    verdicts = client.judge([{"prompt": "p", "response": "one two three", "judges": [{"name": "max_words", "args": {"n": 2}}]}])
+    verdicts = client.judge(
+        [{"prompt": "p", "response": "one two three", "judges": [{"name": "max_words", "args": {"n": 2}}]}]
+    )
     assert verdicts[0].all_passed is False
 
 
@@ -221,8 +246,11 @@ def test_async_client_splits_retries_and_keeps_order() -> None:
     fake = FakeRewardService(max_items=3)
 
     async def main() -> list[list[float]]:
-        async with AsyncRewardClient("http://rm", transport=httpx.MockTransport(fake),
-                                     retry=RetryPolicy(max_attempts=5, initial_backoff_s=0.001)) as rc:
+        async with AsyncRewardClient(
+            "http://rm",
+            transport=httpx.MockTransport(fake),
+            retry=RetryPolicy(max_attempts=5, initial_backoff_s=0.001),
+        ) as rc:
             await rc.wait_until_ready(5)
             fake.script = [429, "connect"]
             batch = await rc.score_pairs([f"p{i}" for i in range(20)], [f"r{i}" for i in range(20)])

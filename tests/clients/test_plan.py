@@ -24,11 +24,18 @@ def _answer_for(request: ScoreRequest) -> ScoreResponse:
     """A fake server answer whose score encodes the response text, to check where it lands."""
 
     def item(response: str) -> ItemScore:
-        return ItemScore(rewards=[float(len(response))], gating=[1.0], coefficients=[1.0], score=hash(response) % 1000,
-                         num_tokens=len(response))
+        return ItemScore(
+            rewards=[float(len(response))],
+            gating=[1.0],
+            coefficients=[1.0],
+            score=hash(response) % 1000,
+            num_tokens=len(response),
+        )
 
     return ScoreResponse(
-        model="m", revision="r", objectives=["o"],
+        model="m",
+        revision="r",
+        objectives=["o"],
         results=[item(i.response or "") for i in request.items],
         groups=[GroupScores(results=[item(r) for r in g.responses]) for g in request.groups],
     )

@@ -17,6 +17,7 @@ def test_named_vector_is_a_mapping_and_an_array() -> None:
     assert dict(v) == dict(zip(NAMES, [0.5, -1.0, 2.0], strict=True))
     assert list(v) == NAMES and len(v) == 3 and v.tolist() == [0.5, -1.0, 2.0]
     import numpy as np
+
     assert np.asarray(v).tolist() == [0.5, -1.0, 2.0]
     with pytest.raises(KeyError, match="objectives are"):
         v["nope"]
@@ -28,13 +29,24 @@ def test_named_vector_rejects_misaligned_lists() -> None:
 
 
 def _item(score: float) -> ItemScore:
-    return ItemScore(rewards=[score, 2 * score, 3 * score], gating=[0.2, 0.3, 0.5], coefficients=[1, 1, 1],
-                     score=score, num_tokens=4, weighted=score / 2)
+    return ItemScore(
+        rewards=[score, 2 * score, 3 * score],
+        gating=[0.2, 0.3, 0.5],
+        coefficients=[1, 1, 1],
+        score=score,
+        num_tokens=4,
+        weighted=score / 2,
+    )
 
 
 def test_score_batch_columns_follow_input_order() -> None:
-    wire = ScoreResponse(model="m", revision="r", objectives=NAMES, results=[_item(1.0), _item(2.0)],
-                         groups=[GroupScores(results=[_item(3.0)], baseline_score=0.5)])
+    wire = ScoreResponse(
+        model="m",
+        revision="r",
+        objectives=NAMES,
+        results=[_item(1.0), _item(2.0)],
+        groups=[GroupScores(results=[_item(3.0)], baseline_score=0.5)],
+    )
     batch = ScoreBatch.from_wire(wire)
     assert batch.scores == [1.0, 2.0]
     assert batch.objective("helpsteer-verbosity") == [2.0, 4.0]

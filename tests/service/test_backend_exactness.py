@@ -47,3 +47,17 @@ def test_shared_prefix_matches_reference_coefficients(loaded_model) -> None:  # 
     transform = loaded_model.model.reward_transform_matrix.detach().double().numpy()
     np.testing.assert_allclose(rows.coefficients, rows.gating @ transform.T, atol=1e-6)
     np.testing.assert_allclose(rows.score, np.sum(rows.gating * (rows.rewards @ transform), axis=1), atol=1e-5)
+
+
+def test_prefix_state_lru_serves_a_group_split_across_batches(loaded_model) -> None:  # type: ignore[no-untyped-def]
+    encoded = encode(loaded_model, [(PROMPTS[1], r) for r in RESPONSES])
+    expected = np.array([single(loaded_model, e)[-1] for e in encoded])
+    backend = TransformersBackend(loaded_model.model, share_prompts=True, prefix_cache_bytes=64 * 2**20)
+    first = backend.run(encoded[:1])  # a lone item: its prompt state is computed and kept
+    second = backend.run(encoded[1:])  # the rest of the group, in a later batch: the prompt is not recomputed
+    np.testing.assert_allclose(np.concatenate([first.score, second.score]), expected, atol=1e-5)
+    prefix_len = encoded[0].prefix_len
+    assert second.computed_tokens == 3 * (max(e.num_tokens for e in encoded[1:]) - prefix_len)
+    tiny_budget = TransformersBackend(loaded_model.model, share_prompts=True, prefix_cache_bytes=1024)
+    tiny_budget.run(encoded[:1])
+    assert tiny_budget.run(encoded[1:2]).computed_tokens == encoded[1].num_tokens  # too big to keep: recomputed

@@ -1,0 +1,95 @@
+"""Ratios, the printed table, and the JSON file of a benchmark run.
+
+Ratios are what the benchmark is for (absolute items/s depend on the machine; the ratios of engines
+measured side by side, on one model and one workload, much less). A ratio whose operand did not run is
+reported as "not run (...)" with the reason, never dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+# (ratio name, numerator scenario, denominator scenario); {single}/{batch} expand to e.g. 32x1 / 4x64.
+RATIOS: tuple[tuple[str, str, str], ...] = (
+    ("http_{single} / vllm_classify_{single}", "http_{single}", "vllm_classify_{single}"),
+    ("http_{batch} / vllm_classify_{batch}", "http_{batch}", "vllm_classify_{batch}"),
+    ("http_{single} / in_process_{single}", "http_{single}", "in_process_{single}"),
+    ("http_{single} / naive_{single}", "http_{single}", "naive_{single}"),
+    ("grpo_shared / grpo_unshared (in-process)", "grpo_in_process_shared", "grpo_in_process_unshared"),
+    ("grpo_http_groups / grpo_http_unshared", "grpo_http_groups", "grpo_http_unshared"),
+    ("grpo_http_items / grpo_http_unshared", "grpo_http_items", "grpo_http_unshared"),
+    ("grpo_http_groups / vllm_grpo_items", "grpo_http_groups", "vllm_grpo_items"),
+)
+
+
+def compute_ratios(scenarios: dict[str, Any], single: str, batch: str) -> dict[str, Any]:
+    ratios: dict[str, Any] = {}
+    for label, top, bottom in RATIOS:
+        names = [name.format(single=single, batch=batch) for name in (label, top, bottom)]
+        a, b = scenarios.get(names[1], {}), scenarios.get(names[2], {})
+        missing = [n for n, row in ((names[1], a), (names[2], b)) if row.get("items_per_s", 0) <= 0]
+        if missing:
+            reasons = "; ".join(f"{n}: {scenarios.get(n, {}).get('status', 'no result')}" for n in missing)
+            ratios[names[0]] = f"not run ({reasons})"
+        else:
+            ratios[names[0]] = round(a["items_per_s"] / b["items_per_s"], 3)
+    padding = scenarios.get("padding_long_tail", {})
+    if padding.get("padding_ratio"):
+        ratios["padding: fifo / planner"] = round(padding["fifo_padding_ratio"] / padding["padding_ratio"], 3)
+    return ratios
+
+
+def _cell(row: Any) -> str:
+    if not isinstance(row, dict):
+        return str(row)
+    if "items_per_s" in row:
+        extra = f"  p50 {row['p50_ms']:.0f} ms  p99 {row['p99_ms']:.0f} ms" if "p50_ms" in row else ""
+        errors = f"  ERRORS {row['errors']}: {row.get('first_error', '')}" if row.get("errors") else ""
+        return f"{row['items_per_s']:9.1f} items/s{extra}{errors}"
+    return str(row.get("status", row))
+
+
+def format_table(result: dict[str, Any]) -> str:
+    scenarios = result["scenarios"]
+    lines = [f"paretorm bench — {result['meta']['model']}, {result['meta']['dtype']}",
+             f"workload: {json.dumps(result['meta']['workload'])}", "", "throughput"]
+    for name, row in scenarios.items():
+        if name in {"pama_4096x19", "exactness_fp32", "padding_long_tail"}:
+            continue
+        lines.append(f"  {name:34s} {_cell(row)}")
+    pama = scenarios["pama_4096x19"]
+    exact = scenarios["exactness_fp32"]
+    padding = scenarios["padding_long_tail"]
+    lines += [
+        "",
+        f"PAMA {pama['shape'][0]}x{pama['shape'][1]}: best {pama['best_ms']:.3f} ms, median {pama['median_ms']:.3f} ms "
+        f"(target < {pama['target_ms']} ms)",
+        f"exactness fp32, sharing on vs off ({exact['items']} items): max |score diff| "
+        f"{exact['max_abs_score_diff']:.2e}, rewards {exact['max_abs_reward_diff']:.2e} -> "
+        f"{'OK' if exact['ok'] else 'FAIL'} (<= {exact['tolerance']})",
+        f"padding on long-tailed lengths (p50 {padding['length_p50']}, p99 {padding['length_p99']} tokens): planner "
+        f"{padding['padding_ratio']:.3f} vs first-come batching {padding['fifo_padding_ratio']:.3f} computed/real tokens",
+        "",
+        "ratios",
+    ]
+    lines += [f"  {name:44s} {value}" for name, value in result["ratios"].items()]
+    lines += ["", "latency (open loop, single-item requests)"]
+    for engine, points in result["latency"].items():
+        if isinstance(points, dict):
+            lines.append(f"  {engine:9s} {points.get('status')}")
+            continue
+        for point in points:
+            lines.append(
+                f"  {engine:9s} {int(point['load'] * 100):3d}% = {point['offered_items_per_s']:7.1f}/s offered, "
+                f"{point['achieved_items_per_s']:7.1f}/s done: p50 {point['p50_ms']:7.1f} ms  p99 {point['p99_ms']:7.1f} ms"
+                + (f"  ERRORS {point['errors']}" if point["errors"] else "")
+            )
+    lines.append(f"\nwall time {result['meta']['wall_s']} s")
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -1,0 +1,85 @@
+"""The benchmark's building blocks: workload sizes in tokens, child-process cleanup, ratio reporting."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from service.bench.processes import ChildServer, ProcessSet
+from service.bench.report import compute_ratios
+from service.bench.scenarios_inprocess import fifo_padding_ratio
+from service.bench.workload import WorkloadSource, flatten_groups, token_lengths
+
+
+def test_workload_hits_the_token_sizes_and_is_deterministic(tiny_tokenizer) -> None:
+    from service.model.tiny import derive_gate_pattern
+    from service.scoring.encoding import ChatEncoder, EncodingPolicy
+
+    source = WorkloadSource(tiny_tokenizer, seed=3)
+    chat, groups = source.chat(40), source.grpo(2, 4, shared_tokens=428)
+    lengths = token_lengths(tiny_tokenizer, chat)
+    assert 326 <= statistics.mean(lengths) <= 346 and min(lengths) >= 310 and max(lengths) <= 362
+    encoder = ChatEncoder(tiny_tokenizer, gate_pattern=derive_gate_pattern(tiny_tokenizer),
+                          bos_token_id=tiny_tokenizer.bos_token_id)
+    items = flatten_groups(groups)
+    encoded = encoder.encode_conversations(
+        [[{"role": "user", "content": i.prompt}, {"role": "assistant", "content": i.response}] for i in items],
+        EncodingPolicy(4096, "error"), labels=["x"] * len(items))
+    assert {e.prefix_len for e in encoded} == {428}  # exactly the shared prompt the issue names
+    assert len({e.prefix_key() for e in encoded}) == 2
+    assert WorkloadSource(tiny_tokenizer, seed=3).chat(40) == chat
+    tail = token_lengths(tiny_tokenizer, source.long_tail(200))
+    assert max(tail) > 3 * statistics.median(tail)  # long-tailed, as the padding scenario needs
+
+
+def test_fifo_padding_ratio_counts_padded_over_real_tokens() -> None:
+    assert fifo_padding_ratio([10, 10, 10], max_batch_items=8, max_batch_tokens=1000) == 1.0
+    # [10, 30] pads to 60 of 40 real; [20] alone (item cap 2) is exact.
+    assert fifo_padding_ratio([10, 30, 20], max_batch_items=2, max_batch_tokens=1000) == pytest.approx(80 / 60)
+
+
+def test_process_set_stops_children_and_grandchildren(tmp_path: Path) -> None:
+    pid_file = tmp_path / "grandchild.pid"
+    script = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+              f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    with ProcessSet() as children:
+        child = children.add(ChildServer("sleeper", [sys.executable, "-c", script], port=1, health_path="/",
+                                         env=dict(os.environ), log_path=tmp_path / "log"))
+        child.start()
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the child never started its grandchild"
+            time.sleep(0.05)
+        grandchild = int(pid_file.read_text())
+    assert child.process is not None and child.process.poll() is not None
+    assert not _alive(grandchild)
+
+
+def _alive(pid: int) -> bool:
+    """Running or sleeping; a zombie (dead, waiting for a reaper that this container may not have) is not."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return False
+        if state in {"Z", "X"}:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_ratios_report_missing_operands_with_the_reason() -> None:
+    scenarios = {
+        "http_32x1": {"items_per_s": 80.0}, "in_process_32x1": {"items_per_s": 100.0},
+        "vllm_classify_32x1": {"status": "not run (--no-vllm given)"},
+    }
+    ratios = compute_ratios(scenarios, "32x1", "4x64")
+    assert ratios["http_32x1 / in_process_32x1"] == 0.8
+    assert ratios["http_32x1 / vllm_classify_32x1"] == "not run (vllm_classify_32x1: not run (--no-vllm given))"
+    assert ratios["http_32x1 / naive_32x1"].startswith("not run (naive_32x1: no result")
