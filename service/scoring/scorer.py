@@ -48,7 +48,7 @@ class ScoreOutcome:
 
 
 @dataclass(frozen=True, slots=True)
-class _Plan:
+class RequestPlan:
     """Where each submitted conversation's row goes back to."""
 
     conversations: list[list[dict[str, str]]]
@@ -80,7 +80,7 @@ class Scorer:
                 f"{limits.max_items_per_request} per request; split it (the paretorm client does this itself)"
             )
         combine = self._combination(request)
-        plan = _plan(request)
+        plan = plan_request(request)
         policy = EncodingPolicy(limits.max_input_tokens, request.truncation or limits.truncation)
         started = time.perf_counter()
         encoded = self._encoder.encode_conversations(plan.conversations, policy, labels=plan.labels)
@@ -164,7 +164,7 @@ class Scorer:
         return None
 
 
-def _plan(request: ScoreRequest) -> _Plan:
+def plan_request(request: ScoreRequest) -> RequestPlan:
     conversations: list[list[dict[str, str]]] = []
     labels: list[str] = []
 
@@ -201,7 +201,7 @@ def _plan(request: ScoreRequest) -> _Plan:
         group_baselines.append(
             add(conversation(group.prompt, group.baseline), f"groups[{g}].baseline") if group.baseline is not None else None
         )
-    return _Plan(conversations, labels, item_rows, item_baselines, group_rows, group_baselines)
+    return RequestPlan(conversations, labels, item_rows, item_baselines, group_rows, group_baselines)
 
 
 def _item_score(

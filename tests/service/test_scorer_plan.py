@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from clients.protocol import ScoreRequest
-from service.scoring.scorer import _plan
+from service.scoring.scorer import plan_request
 
 
 def test_repeated_baselines_are_scored_once() -> None:
@@ -13,7 +13,7 @@ def test_repeated_baselines_are_scored_once() -> None:
                   {"prompt": "q", "response": "c", "baseline": "gold"}],
         "groups": [{"prompt": "p", "responses": ["x", "y", "z"], "baseline": "gold"}],
     })
-    plan = _plan(request)
+    plan = plan_request(request)
     assert len(plan.conversations) == 3 + 2 + 3 + 1
     assert plan.item_baseline_rows[0] == plan.item_baseline_rows[1] != plan.item_baseline_rows[2]
     assert plan.labels[plan.item_baseline_rows[0]] == "items[0].baseline"
