@@ -160,9 +160,10 @@ class Batcher:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        backlog = False  # work arrived while the model ran: batch it at once, no extra wait
         while True:
             await self._wakeup.wait()
-            if self._batch_wait_s and len(self._waiting) < self._max_batch_items:
+            if self._batch_wait_s and not backlog and len(self._waiting) < self._max_batch_items:
                 await asyncio.sleep(self._batch_wait_s)
             self._drop_abandoned()
             if not self._waiting:
@@ -181,6 +182,7 @@ class Batcher:
                 continue
             finally:
                 self._busy = False
+                backlog = bool(self._waiting)
             self._deliver(batch, rows, started, time.perf_counter())
 
     def _take_batch(self) -> list[_Pending]:
