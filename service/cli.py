@@ -9,6 +9,8 @@ from collections.abc import Sequence
 # flag name -> ServiceSettings field; flags left out keep the PARETORM_* environment or the default.
 _SERVE_FLAGS: dict[str, dict[str, object]] = {
     "model": {"help": "checkpoint directory (ArmoRM layout or sequence classifier); default: embedded model"},
+    "default_model": {"choices": ["auto", "smollm2", "tiny-demo"],
+                      "help": "the model served when --model is unset (auto: SmolLM2 if installed, else the demo)"},
     "host": {"help": "bind address (default 127.0.0.1)"},
     "port": {"type": int, "help": "port (default 8000)"},
     "dtype": {"choices": ["float32", "bfloat16", "float16"], "help": "backbone dtype (default float32)"},

@@ -18,10 +18,22 @@ from safetensors.torch import load_file, save_file
 from service.model.config import ARMORM_OBJECTIVES
 from service.model.tiny import build_tiny_armorm
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
 _ARMORM_CONFIG_KEYS = (
-    "num_objectives", "objective_names", "gating_token_pattern", "gating_hidden_dim", "gating_n_hidden",
-    "gating_temperature", "auto_map", "paretorm_demo", "paretorm_description",
+    "num_objectives",
+    "objective_names",
+    "gating_token_pattern",
+    "gating_hidden_dim",
+    "gating_n_hidden",
+    "gating_temperature",
+    "auto_map",
+    "paretorm_demo",
+    "paretorm_description",
 )
 
 
@@ -33,9 +45,11 @@ class ModelShape:
     objectives: int
 
     def describe(self) -> str:
-        return (f"random Llama backbone hidden {self.hidden}, {self.layers} layers, {self.heads} heads "
-                f"(head_dim {self.hidden // self.heads}), intermediate {3 * self.hidden}, "
-                f"{self.objectives} regression heads")
+        return (
+            f"random Llama backbone hidden {self.hidden}, {self.layers} layers, {self.heads} heads "
+            f"(head_dim {self.hidden // self.heads}), intermediate {3 * self.hidden}, "
+            f"{self.objectives} regression heads"
+        )
 
 
 def objective_names(count: int) -> tuple[str, ...]:
@@ -48,11 +62,14 @@ def objective_names(count: int) -> tuple[str, ...]:
 def build_bench_model(out_dir: Path, shape: ModelShape, seed: int) -> Path:
     """Write the ArmoRM-layout bench checkpoint; vLLM's CPU attention needs head_dim in {32, 64, 128, ...}."""
     if shape.hidden % shape.heads:
-        raise ValueError(f"--hidden {shape.hidden} is not divisible by --heads {shape.heads}; pick heads that divide it")
+        raise ValueError(
+            f"--hidden {shape.hidden} is not divisible by --heads {shape.heads}; pick heads that divide it"
+        )
     head_dim = shape.hidden // shape.heads
     if head_dim not in {32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512}:
         raise ValueError(
-            f"head_dim {head_dim} (= hidden {shape.hidden} / heads {shape.heads}) is not one vLLM's CPU attention "
+            f"head_dim {head_dim} (= hidden {shape.hidden} / heads {shape.heads}) is not one that vLLM's "
+            "CPU attention "
             "supports (32, 64, 80, 96, 112, 128, ...); change --hidden or --heads"
         )
     return build_tiny_armorm(
@@ -68,7 +85,7 @@ def build_bench_model(out_dir: Path, shape: ModelShape, seed: int) -> Path:
 
 
 def export_sequence_classifier(armorm_dir: Path, out_dir: Path) -> Path:
-    """Write a LlamaForSequenceClassification sharing the bench model's backbone; score.weight = rewards head."""
+    """Write a LlamaForSequenceClassification with the bench model's backbone; score = the rewards head."""
     state = load_file(str(armorm_dir / "model.safetensors"))
     config = json.loads((armorm_dir / "config.json").read_text())
     names = config.get("objective_names") or [f"objective-{i}" for i in range(config["num_objectives"])]

@@ -21,7 +21,9 @@ def _ints(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,8, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers like 1,8, got {text!r}"
+        ) from None
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"concurrency levels must be >= 1, got {text!r}")
     return values
@@ -31,7 +33,9 @@ def _fractions(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated fractions like 0.25,0.5,0.9, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated fractions like 0.25,0.5,0.9, got {text!r}"
+        ) from None
     if not values or any(not 0 < v <= 1.5 for v in values):
         raise argparse.ArgumentTypeError(f"load fractions must be in (0, 1.5], got {text!r}")
     return values
@@ -41,26 +45,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paretorm bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--hidden", type=int, default=512, help="backbone hidden size (default 512)")
     p.add_argument("--layers", type=int, default=4, help="backbone layers (default 4)")
-    p.add_argument("--heads", type=int, default=8, help="attention heads; hidden/heads must be a vLLM head size")
+    p.add_argument(
+        "--heads", type=int, default=8, help="attention heads; hidden/heads must be a vLLM head size"
+    )
     p.add_argument("--objectives", type=int, default=19, help="regression heads (default 19, ArmoRM's)")
-    p.add_argument("--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="backbone dtype everywhere")
+    p.add_argument(
+        "--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="backbone dtype everywhere"
+    )
     p.add_argument("--items", type=int, default=512, help="chat items per throughput scenario (default 512)")
-    p.add_argument("--concurrency", type=int, default=32, help="single-item clients of the headline rows (32)")
+    p.add_argument(
+        "--concurrency", type=int, default=32, help="single-item clients of the headline rows (32)"
+    )
     p.add_argument("--batch-clients", type=int, default=4, help="clients of the batched rows (4)")
     p.add_argument("--batch-size", type=int, default=64, help="items per request of the batched rows (64)")
     p.add_argument("--sweep", type=_ints, default=(1, 8), help="extra concurrency levels for the chart (1,8)")
     p.add_argument("--grpo-prompts", type=int, default=64, help="GRPO prompts (64)")
     p.add_argument("--grpo-group", type=int, default=8, help="responses per GRPO prompt (8)")
     p.add_argument("--shared-tokens", type=int, default=428, help="tokens of the shared GRPO prompt (428)")
-    p.add_argument("--long-tail", type=int, default=256, help="items of the long-tailed padding scenario (256)")
-    p.add_argument("--latency-loads", type=_fractions, default=(0.25, 0.5, 0.9),
-                   help="fractions of the measured max throughput for the latency points (0.25,0.5,0.9)")
-    p.add_argument("--latency-seconds", type=float, default=8.0, help="open-loop seconds per latency point (8)")
+    p.add_argument(
+        "--long-tail", type=int, default=256, help="items of the long-tailed padding scenario (256)"
+    )
+    p.add_argument(
+        "--latency-loads",
+        type=_fractions,
+        default=(0.25, 0.5, 0.9),
+        help="fractions of the measured max throughput for the latency points (0.25,0.5,0.9)",
+    )
+    p.add_argument(
+        "--latency-seconds", type=float, default=8.0, help="open-loop seconds per latency point (8)"
+    )
     p.add_argument("--no-vllm", dest="vllm", action="store_false", help="skip vLLM (its rows say 'not run')")
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
-    p.add_argument("--quick", action="store_true",
-                   help="CI smoke mode: hidden 128, 2 layers, 4 heads and a few items; every scenario still runs")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="CI smoke mode: hidden 128, 2 layers, 4 heads and a few items; every scenario still runs",
+    )
     p.add_argument("--seed", type=int, default=0, help="model weights and traffic seed (0)")
     return p
 
@@ -76,18 +97,38 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         args.latency_seconds = 1.0
         args.batch_clients, args.batch_size = 2, 16
         args.concurrency = min(args.concurrency, 16)
-    for name in ("items", "concurrency", "batch_clients", "batch_size", "grpo_prompts", "grpo_group", "long_tail"):
+    for name in (
+        "items",
+        "concurrency",
+        "batch_clients",
+        "batch_size",
+        "grpo_prompts",
+        "grpo_group",
+        "long_tail",
+    ):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
     if args.shared_tokens < 16:
-        raise ValueError(f"--shared-tokens must be >= 16 (got {args.shared_tokens}): the chat template alone needs ~10")
+        raise ValueError(
+            f"--shared-tokens must be >= 16 (got {args.shared_tokens}): the chat template alone needs ~10"
+        )
     return BenchConfig(
         shape=ModelShape(args.hidden, args.layers, args.heads, args.objectives),
-        dtype=args.dtype, items=args.items, concurrency=args.concurrency, batch_clients=args.batch_clients,
-        batch_size=args.batch_size, sweep=tuple(v for v in args.sweep if v != args.concurrency),
-        grpo_prompts=args.grpo_prompts, grpo_group=args.grpo_group, shared_tokens=args.shared_tokens,
-        long_tail=args.long_tail, latency_loads=args.latency_loads, latency_seconds=args.latency_seconds,
-        vllm=args.vllm, seed=args.seed, quick=args.quick,
+        dtype=args.dtype,
+        items=args.items,
+        concurrency=args.concurrency,
+        batch_clients=args.batch_clients,
+        batch_size=args.batch_size,
+        sweep=tuple(v for v in args.sweep if v != args.concurrency),
+        grpo_prompts=args.grpo_prompts,
+        grpo_group=args.grpo_group,
+        shared_tokens=args.shared_tokens,
+        long_tail=args.long_tail,
+        latency_loads=args.latency_loads,
+        latency_seconds=args.latency_seconds,
+        vllm=args.vllm,
+        seed=args.seed,
+        quick=args.quick,
     )
 
 
@@ -96,17 +137,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_from(args)
     except ValueError as error:
-        print(f"paretorm bench: {error}", file=sys.stderr)
+        sys.stderr.write(f"paretorm bench: {error}\n")
         return 2
     from service.bench.report import compute_ratios, format_table, write_json
     from service.bench.runner import run_bench
 
     def say(message: str) -> None:
-        print(f"[bench] {message}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"[bench] {message}\n")
+        sys.stderr.flush()
 
     result = run_bench(cfg, say)
-    result["ratios"] = compute_ratios(result["scenarios"], f"{cfg.concurrency}x1", f"{cfg.batch_clients}x{cfg.batch_size}")
-    print(format_table(result), flush=True)
+    result["ratios"] = compute_ratios(
+        result["scenarios"], f"{cfg.concurrency}x1", f"{cfg.batch_clients}x{cfg.batch_size}"
+    )
+    sys.stdout.write(format_table(result) + "\n")
+    sys.stdout.flush()
     if args.json:
         write_json(result, args.json)
         say(f"wrote {args.json}")

@@ -85,7 +85,12 @@ def _client(connections: int, timeout_s: float) -> httpx.AsyncClient:
 
 
 async def closed_loop(
-    target: Target, units: Sequence[Any], *, concurrency: int, per_request: int, warmup: Sequence[Any] = (),
+    target: Target,
+    units: Sequence[Any],
+    *,
+    concurrency: int,
+    per_request: int,
+    warmup: Sequence[Any] = (),
     timeout_s: float = 300.0,
 ) -> LoadResult:
     """Score `units` with `concurrency` clients sending `per_request` units per request.
@@ -120,8 +125,14 @@ async def closed_loop(
 
 
 async def open_loop(
-    target: Target, units: Sequence[Any], *, rate_per_s: float, duration_s: float, seed: int,
-    timeout_s: float = 300.0, max_connections: int = 512,
+    target: Target,
+    units: Sequence[Any],
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    seed: int,
+    timeout_s: float = 300.0,
+    max_connections: int = 512,
 ) -> LoadResult:
     """One unit per request at Poisson arrival times (rate `rate_per_s`) for `duration_s` seconds."""
     rng = random.Random(seed)

@@ -29,8 +29,9 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 def create_naive_app(model_dir: str, dtype: str) -> FastAPI:
     loaded = load_reward_model(model_dir, dtype=_DTYPES[dtype])
     model = loaded.model
-    encoder = ChatEncoder(loaded.tokenizer, gate_pattern=model.gating_token_pattern,
-                          bos_token_id=loaded.tokenizer.bos_token_id)
+    encoder = ChatEncoder(
+        loaded.tokenizer, gate_pattern=model.gating_token_pattern, bos_token_id=loaded.tokenizer.bos_token_id
+    )
     policy = EncodingPolicy(4096, "error")
     pad_id = int(model.pad_token_id if model.pad_token_id is not None else 0)
     lock = threading.Lock()
@@ -51,7 +52,9 @@ def create_naive_app(model_dir: str, dtype: str) -> FastAPI:
     @app.post("/v1/score")
     def score(body: ScoreRequest) -> dict[str, Any]:  # sync: runs in the threadpool, the lock serialises
         conversations = [conversation(item.prompt, item.response) for item in body.items]  # type: ignore[arg-type]
-        encoded = encoder.encode_conversations(conversations, policy, labels=[f"items[{i}]" for i in range(len(conversations))])
+        encoded = encoder.encode_conversations(
+            conversations, policy, labels=[f"items[{i}]" for i in range(len(conversations))]
+        )
         with lock:
             out = forward([row.input_ids for row in encoded])
         return {
@@ -70,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--dtype", choices=sorted(_DTYPES), default="bfloat16")
     args = parser.parse_args(argv)
-    uvicorn.run(create_naive_app(args.model, args.dtype), host="127.0.0.1", port=args.port, log_level="warning")
+    uvicorn.run(
+        create_naive_app(args.model, args.dtype), host="127.0.0.1", port=args.port, log_level="warning"
+    )
     return 0
 
 

@@ -18,13 +18,26 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    title = f"{result['meta']['model']} ({result['meta']['dtype']})"
+    shape = result["meta"]["config"]["shape"]
+    title = (
+        f"hidden {shape['hidden']}, {shape['layers']} layers, {shape['heads']} heads, "
+        f"{shape['objectives']} objectives, {result['meta']['dtype']}"
+    )
+    colors = {"paretorm": "tab:blue", "vllm": "tab:orange"}
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for engine, points in result["concurrency_sweep"].items():
         if points:
-            ax.plot([p["concurrency"] for p in points], [p["items_per_s"] for p in points], marker="o", label=engine)
-    naive = [row for name, row in result["scenarios"].items() if name.startswith("naive_") and "items_per_s" in row]
+            ax.plot(
+                [p["concurrency"] for p in points],
+                [p["items_per_s"] for p in points],
+                marker="o",
+                label=engine,
+                color=colors.get(engine),
+            )
+    naive = [
+        row for name, row in result["scenarios"].items() if name.startswith("naive_") and "items_per_s" in row
+    ]
     for row in naive:
         ax.scatter([row["concurrency"]], [row["items_per_s"]], marker="x", color="grey", label="naive floor")
     ax.set_xscale("log", base=2)
@@ -43,8 +56,16 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
     for engine, points in result["latency"].items():
         if isinstance(points, list) and points:
             x = [p["achieved_items_per_s"] for p in points]
-            ax.plot(x, [p["p50_ms"] for p in points], marker="o", label=f"{engine} p50")
-            ax.plot(x, [p["p99_ms"] for p in points], marker="^", linestyle="--", label=f"{engine} p99")
+            color = colors.get(engine)
+            ax.plot(x, [p["p50_ms"] for p in points], marker="o", color=color, label=f"{engine} p50")
+            ax.plot(
+                x,
+                [p["p99_ms"] for p in points],
+                marker="^",
+                linestyle="--",
+                color=color,
+                label=f"{engine} p99",
+            )
     ax.set_xlabel("load (items / s, open-loop Poisson)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")

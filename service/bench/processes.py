@@ -63,7 +63,13 @@ class ChildServer:
     """One HTTP server child process: started in its own process group, ready when `health_path` is 200."""
 
     def __init__(
-        self, name: str, command: Sequence[str], *, port: int, health_path: str, env: Mapping[str, str],
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        port: int,
+        health_path: str,
+        env: Mapping[str, str],
         log_path: Path,
     ) -> None:
         self.name = name
@@ -93,7 +99,9 @@ class ChildServer:
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
                 code = None if self.process is None else self.process.returncode
-                raise RuntimeError(f"{self.name} exited with code {code} before it was ready; see {self.log_path}")
+                raise RuntimeError(
+                    f"{self.name} exited with code {code} before it was ready; see {self.log_path}"
+                )
             try:
                 if httpx.get(self.url + self.health_path, timeout=2.0).status_code == 200:
                     self.ready_after_s = time.monotonic() - self._started_at

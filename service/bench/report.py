@@ -53,8 +53,12 @@ def _cell(row: Any) -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     scenarios = result["scenarios"]
-    lines = [f"paretorm bench — {result['meta']['model']}, {result['meta']['dtype']}",
-             f"workload: {json.dumps(result['meta']['workload'])}", "", "throughput"]
+    lines = [
+        f"paretorm bench — {result['meta']['model']}, {result['meta']['dtype']}",
+        f"workload: {json.dumps(result['meta']['workload'])}",
+        "",
+        "throughput",
+    ]
     for name, row in scenarios.items():
         if name in {"pama_4096x19", "exactness_fp32", "padding_long_tail"}:
             continue
@@ -64,13 +68,15 @@ def format_table(result: dict[str, Any]) -> str:
     padding = scenarios["padding_long_tail"]
     lines += [
         "",
-        f"PAMA {pama['shape'][0]}x{pama['shape'][1]}: best {pama['best_ms']:.3f} ms, median {pama['median_ms']:.3f} ms "
+        f"PAMA {pama['shape'][0]}x{pama['shape'][1]}: best {pama['best_ms']:.3f} ms, "
+        f"median {pama['median_ms']:.3f} ms "
         f"(target < {pama['target_ms']} ms)",
         f"exactness fp32, sharing on vs off ({exact['items']} items): max |score diff| "
         f"{exact['max_abs_score_diff']:.2e}, rewards {exact['max_abs_reward_diff']:.2e} -> "
         f"{'OK' if exact['ok'] else 'FAIL'} (<= {exact['tolerance']})",
-        f"padding on long-tailed lengths (p50 {padding['length_p50']}, p99 {padding['length_p99']} tokens): planner "
-        f"{padding['padding_ratio']:.3f} vs first-come batching {padding['fifo_padding_ratio']:.3f} computed/real tokens",
+        f"padding on long-tailed lengths (p50 {padding['length_p50']}, p99 {padding['length_p99']} tokens): "
+        f"planner {padding['padding_ratio']:.3f} vs first-come batching {padding['fifo_padding_ratio']:.3f} "
+        "computed/real tokens",
         "",
         "ratios",
     ]
@@ -82,8 +88,10 @@ def format_table(result: dict[str, Any]) -> str:
             continue
         for point in points:
             lines.append(
-                f"  {engine:9s} {int(point['load'] * 100):3d}% = {point['offered_items_per_s']:7.1f}/s offered, "
-                f"{point['achieved_items_per_s']:7.1f}/s done: p50 {point['p50_ms']:7.1f} ms  p99 {point['p99_ms']:7.1f} ms"
+                f"  {engine:9s} {int(point['load'] * 100):3d}% = "
+                f"{point['offered_items_per_s']:7.1f}/s offered, "
+                f"{point['achieved_items_per_s']:7.1f}/s done: "
+                f"p50 {point['p50_ms']:7.1f} ms  p99 {point['p99_ms']:7.1f} ms"
                 + (f"  ERRORS {point['errors']}" if point["errors"] else "")
             )
     lines.append(f"\nwall time {result['meta']['wall_s']} s")

@@ -68,15 +68,25 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str,
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _run(cfg: BenchConfig, say: Callable[[str], None], work: Path, logs: Path, children: ProcessSet, tuned: bool,
-         started: float) -> dict[str, Any]:
+def _run(
+    cfg: BenchConfig,
+    say: Callable[[str], None],
+    work: Path,
+    logs: Path,
+    children: ProcessSet,
+    tuned: bool,
+    started: float,
+) -> dict[str, Any]:
     say(f"building the bench model: {cfg.shape.describe()}")
     model_dir = build_bench_model(work / "armorm", cfg.shape, cfg.seed)
     vllm_reason = "--no-vllm given" if not cfg.vllm else servers.vllm_missing_reason()
 
-    service = children.add(servers.paretorm_server(model_dir, cfg.dtype, share_prompts=True, logs=logs, cache_dir=work))
-    no_share = children.add(servers.paretorm_server(model_dir, cfg.dtype, share_prompts=False, logs=logs,
-                                                    cache_dir=work))
+    service = children.add(
+        servers.paretorm_server(model_dir, cfg.dtype, share_prompts=True, logs=logs, cache_dir=work)
+    )
+    no_share = children.add(
+        servers.paretorm_server(model_dir, cfg.dtype, share_prompts=False, logs=logs, cache_dir=work)
+    )
     naive = children.add(servers.naive_server(model_dir, cfg.dtype, logs=logs))
     vllm: ChildServer | None = None
     if vllm_reason is None:
@@ -92,8 +102,10 @@ def _run(cfg: BenchConfig, say: Callable[[str], None], work: Path, logs: Path, c
     c, bc, bs = cfg.concurrency, cfg.batch_clients, cfg.batch_size
     warm = source.chat(max(c, bc * bs))
     chat = {name: source.chat(cfg.items) for name in ("inproc", "http1", "httpb", "vllm1", "vllmb", "naive")}
-    sweep_items = {level: (source.chat(max(cfg.items // 2, 4 * level)), source.chat(max(cfg.items // 2, 4 * level)))
-                   for level in cfg.sweep}
+    sweep_items = {
+        level: (source.chat(max(cfg.items // 2, 4 * level)), source.chat(max(cfg.items // 2, 4 * level)))
+        for level in cfg.sweep
+    }
     grpo = source.grpo(cfg.grpo_prompts, cfg.grpo_group, cfg.shared_tokens)
     long_tail = source.long_tail(cfg.long_tail)
     grpo_clients = max(1, 64 // cfg.grpo_group)  # a GRPO step in flight: ~64 conversations
@@ -122,13 +134,21 @@ def _run(cfg: BenchConfig, say: Callable[[str], None], work: Path, logs: Path, c
     runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True)
     runtime.warm_up()
     s[f"in_process_{single}"] = _tagged(
-        inproc.scorer_throughput(runtime, inproc.item_requests(chat["inproc"], 1), c).summary(), "in-process", c, 1)
+        inproc.scorer_throughput(runtime, inproc.item_requests(chat["inproc"], 1), c).summary(),
+        "in-process",
+        c,
+        1,
+    )
     say("GRPO in-process, sharing on and off")
     for share in (True, False):
         rt = inproc.make_runtime(loaded, cfg.dtype, share_prompts=share)
         key = "grpo_in_process_shared" if share else "grpo_in_process_unshared"
-        s[key] = _tagged(inproc.scorer_throughput(rt, inproc.group_requests(grpo), grpo_clients).summary(),
-                         "in-process", grpo_clients, cfg.grpo_group)
+        s[key] = _tagged(
+            inproc.scorer_throughput(rt, inproc.group_requests(grpo), grpo_clients).summary(),
+            "in-process",
+            grpo_clients,
+            cfg.grpo_group,
+        )
     say("padding on long-tailed lengths")
     s["padding_long_tail"] = inproc.padding_scenario(loaded, cfg.dtype, long_tail)
     s["exactness_fp32"] = exactness
@@ -138,18 +158,36 @@ def _run(cfg: BenchConfig, say: Callable[[str], None], work: Path, logs: Path, c
     s[f"http_{single}"] = throughput(items_target, chat["http1"], concurrency=c, per_request=1, warmup=warm)
     s[f"http_{batch}"] = throughput(items_target, chat["httpb"], concurrency=bc, per_request=bs, warmup=warm)
     for level in cfg.sweep:
-        sweep["paretorm"].append(throughput(items_target, sweep_items[level][0], concurrency=level, per_request=1,
-                                            warmup=warm))
+        sweep["paretorm"].append(
+            throughput(items_target, sweep_items[level][0], concurrency=level, per_request=1, warmup=warm)
+        )
     say("GRPO over HTTP: group requests, single-item requests, sharing off")
-    s["grpo_http_groups"] = throughput(paretorm_groups(service.url, objectives), grpo, concurrency=grpo_clients,
-                                       per_request=1, warmup=grpo[:1])
-    s["grpo_http_items"] = throughput(items_target, flatten_groups(grpo), concurrency=c, per_request=1, warmup=warm)
-    s["grpo_http_unshared"] = throughput(paretorm_groups(no_share.url, objectives), grpo, concurrency=grpo_clients,
-                                         per_request=1, warmup=grpo[:1])
+    s["grpo_http_groups"] = throughput(
+        paretorm_groups(service.url, objectives),
+        grpo,
+        concurrency=grpo_clients,
+        per_request=1,
+        warmup=grpo[:1],
+    )
+    s["grpo_http_items"] = throughput(
+        items_target, flatten_groups(grpo), concurrency=c, per_request=1, warmup=warm
+    )
+    s["grpo_http_unshared"] = throughput(
+        paretorm_groups(no_share.url, objectives),
+        grpo,
+        concurrency=grpo_clients,
+        per_request=1,
+        warmup=grpo[:1],
+    )
     children.stop(no_share)
     say(f"naive floor {single}")
-    s[f"naive_{single}"] = throughput(paretorm_items(naive.url, objectives, "naive"), chat["naive"], concurrency=c,
-                                      per_request=1, warmup=warm[:c])
+    s[f"naive_{single}"] = throughput(
+        paretorm_items(naive.url, objectives, "naive"),
+        chat["naive"],
+        concurrency=c,
+        per_request=1,
+        warmup=warm[:c],
+    )
     children.stop(naive)
 
     vllm_keys = (f"vllm_classify_{single}", f"vllm_classify_{batch}", "vllm_grpo_items")
@@ -160,31 +198,65 @@ def _run(cfg: BenchConfig, say: Callable[[str], None], work: Path, logs: Path, c
         say(f"vLLM /classify: {single}, {batch}, sweep, GRPO items")
         target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
         warm_texts = rendered_texts(tokenizer, warm)
-        s[vllm_keys[0]] = throughput(target, rendered_texts(tokenizer, chat["vllm1"]), concurrency=c, per_request=1,
-                                     warmup=warm_texts)
-        s[vllm_keys[1]] = throughput(target, rendered_texts(tokenizer, chat["vllmb"]), concurrency=bc, per_request=bs,
-                                     warmup=warm_texts)
+        s[vllm_keys[0]] = throughput(
+            target, rendered_texts(tokenizer, chat["vllm1"]), concurrency=c, per_request=1, warmup=warm_texts
+        )
+        s[vllm_keys[1]] = throughput(
+            target,
+            rendered_texts(tokenizer, chat["vllmb"]),
+            concurrency=bc,
+            per_request=bs,
+            warmup=warm_texts,
+        )
         for level in cfg.sweep:
-            sweep["vllm"].append(throughput(target, rendered_texts(tokenizer, sweep_items[level][1]),
-                                            concurrency=level, per_request=1, warmup=warm_texts))
-        s[vllm_keys[2]] = throughput(target, rendered_texts(tokenizer, flatten_groups(grpo)), concurrency=c,
-                                     per_request=1, warmup=warm_texts)
+            sweep["vllm"].append(
+                throughput(
+                    target,
+                    rendered_texts(tokenizer, sweep_items[level][1]),
+                    concurrency=level,
+                    per_request=1,
+                    warmup=warm_texts,
+                )
+            )
+        s[vllm_keys[2]] = throughput(
+            target,
+            rendered_texts(tokenizer, flatten_groups(grpo)),
+            concurrency=c,
+            per_request=1,
+            warmup=warm_texts,
+        )
     for engine, key in (("paretorm", f"http_{single}"), ("vllm", vllm_keys[0])):
         if "items_per_s" in s[key]:  # the headline row is the sweep's top point
             sweep[engine] = sorted([*sweep[engine], dict(s[key])], key=lambda row: row["concurrency"])
 
     latency: dict[str, Any] = {}
-    say(f"latency at {list(cfg.latency_loads)} of max throughput (open loop, {cfg.latency_seconds:.0f} s each)")
+    say(
+        f"latency at {list(cfg.latency_loads)} of max throughput "
+        f"(open loop, {cfg.latency_seconds:.0f} s per point)"
+    )
     latency["paretorm"] = _latency(items_target, s[f"http_{single}"], source, cfg, lambda items: items)
     if vllm is not None:
         target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
-        latency["vllm"] = _latency(target, s[vllm_keys[0]], source, cfg, lambda items: rendered_texts(tokenizer, items))
+        latency["vllm"] = _latency(
+            target, s[vllm_keys[0]], source, cfg, lambda items: rendered_texts(tokenizer, items)
+        )
     else:
         latency["vllm"] = not_run(str(vllm_reason))
 
     return {
-        "meta": _meta(cfg, tuned, loaded, chat["inproc"], grpo, runtime, started,
-                      {child.name: child.ready_after_s for child in (service, no_share, naive, *([vllm] if vllm else []))}),
+        "meta": _meta(
+            cfg,
+            tuned,
+            loaded,
+            chat["inproc"],
+            grpo,
+            runtime,
+            started,
+            {
+                child.name: child.ready_after_s
+                for child in (service, no_share, naive, *([vllm] if vllm else []))
+            },
+        ),
         "scenarios": s,
         "concurrency_sweep": sweep,
         "latency": latency,
@@ -195,32 +267,58 @@ def _wait(child: ChildServer, timeout_s: float) -> None:
     try:
         child.wait_ready(timeout_s)
     except (RuntimeError, TimeoutError) as error:
-        raise type(error)(f"{error}\n--- last lines of {child.name}'s log ---\n{servers.log_tail(child.log_path)}") from None
+        raise type(error)(
+            f"{error}\n--- last lines of {child.name}'s log ---\n{servers.log_tail(child.log_path)}"
+        ) from None
 
 
 def _tagged(summary: dict[str, Any], target: str, concurrency: int, per_request: int) -> dict[str, Any]:
     return {"target": target, "concurrency": concurrency, "items_per_request": per_request, **summary}
 
 
-def _latency(target: Any, headline: dict[str, Any], source: WorkloadSource, cfg: BenchConfig,
-             shape: Callable[[list[Any]], list[Any]]) -> list[dict[str, Any]] | dict[str, str]:
+def _latency(
+    target: Any,
+    headline: dict[str, Any],
+    source: WorkloadSource,
+    cfg: BenchConfig,
+    shape: Callable[[list[Any]], list[Any]],
+) -> list[dict[str, Any]] | dict[str, str]:
     peak = float(headline.get("items_per_s", 0.0))
     if peak <= 0:
         return not_run("no maximum throughput was measured")
     needed = int(math.ceil(peak * cfg.latency_seconds * sum(cfg.latency_loads) * 1.3)) + 8
     units = shape(source.chat(needed))  # fresh texts: no point sees another's items (vLLM prefix cache)
-    return latency_points(target, units, max_items_per_s=peak, fractions=cfg.latency_loads,
-                          duration_s=cfg.latency_seconds, seed=cfg.seed)
+    return latency_points(
+        target,
+        units,
+        max_items_per_s=peak,
+        fractions=cfg.latency_loads,
+        duration_s=cfg.latency_seconds,
+        seed=cfg.seed,
+    )
 
 
-def _meta(cfg: BenchConfig, tuned: bool, loaded: Any, chat: list[Any], grpo: list[Any], runtime: Any, started: float,
-          ready_s: dict[str, float | None]) -> dict[str, Any]:
+def _meta(
+    cfg: BenchConfig,
+    tuned: bool,
+    loaded: Any,
+    chat: list[Any],
+    grpo: list[Any],
+    runtime: Any,
+    started: float,
+    ready_s: dict[str, float | None],
+) -> dict[str, Any]:
     policy = EncodingPolicy(4096, "error")
-    chat_lengths = [e.num_tokens for e in runtime.encoder.encode_conversations(
-        [conversation(i.prompt, i.response) for i in chat], policy, labels=["chat"] * len(chat))]
+    chat_lengths = [
+        e.num_tokens
+        for e in runtime.encoder.encode_conversations(
+            [conversation(i.prompt, i.response) for i in chat], policy, labels=["chat"] * len(chat)
+        )
+    ]
     group_items = flatten_groups(grpo[:1])
     grpo_encoded = runtime.encoder.encode_conversations(
-        [conversation(i.prompt, i.response) for i in group_items], policy, labels=["grpo"] * len(group_items))
+        [conversation(i.prompt, i.response) for i in group_items], policy, labels=["grpo"] * len(group_items)
+    )
     settings = runtime.settings
     return {
         "model": cfg.shape.describe(),
@@ -234,14 +332,24 @@ def _meta(cfg: BenchConfig, tuned: bool, loaded: Any, chat: list[Any], grpo: lis
             "grpo_prompts": len(grpo),
             "grpo_group": cfg.grpo_group,
         },
-        "service_settings": {"max_batch_tokens": settings.max_batch_tokens, "max_batch_items": settings.max_batch_items,
-                             "batch_wait_ms": settings.batch_wait_ms},
+        "service_settings": {
+            "max_batch_tokens": settings.max_batch_tokens,
+            "max_batch_items": settings.max_batch_items,
+            "batch_wait_ms": settings.batch_wait_ms,
+        },
         "service_env": MALLOC_ENV,
         "bench_process_malloc_tuned": tuned,
         "vllm_env": servers.vllm_env(),
         "ready_after_s": {name: round(value, 1) if value else None for name, value in ready_s.items()},
-        "host": {"cpus": len(os.sched_getaffinity(0)), "machine": platform.machine(), "python": platform.python_version(),
-                 "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
-        "load_average_at_end": [round(v, 2) for v in os.getloadavg()],  # other work on the machine skews numbers
+        "host": {
+            "cpus": len(os.sched_getaffinity(0)),
+            "machine": platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "load_average_at_end": [
+            round(v, 2) for v in os.getloadavg()
+        ],  # other work on the machine skews numbers
         "wall_s": round(time.perf_counter() - started, 1),
     }

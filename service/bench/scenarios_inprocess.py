@@ -57,14 +57,21 @@ def load_model(model_dir: Path, dtype: str) -> LoadedRewardModel:
     return load_reward_model(model_dir, dtype=_DTYPES[dtype])
 
 
-def make_runtime(loaded: LoadedRewardModel, dtype: str, *, share_prompts: bool,
-                 wrap: Callable[[ScoringBackend], ScoringBackend] | None = None) -> Runtime:
+def make_runtime(
+    loaded: LoadedRewardModel,
+    dtype: str,
+    *,
+    share_prompts: bool,
+    wrap: Callable[[ScoringBackend], ScoringBackend] | None = None,
+) -> Runtime:
     settings = ServiceSettings(dtype=dtype, share_prompts=share_prompts)  # type: ignore[arg-type]
     backend: ScoringBackend = TransformersBackend(loaded.model, share_prompts=share_prompts)
     return build_runtime(settings, loaded, wrap(backend) if wrap else backend)
 
 
-async def _closed_loop(call: Callable[[Any], Awaitable[int]], chunks: Sequence[Any], concurrency: int) -> LoadResult:
+async def _closed_loop(
+    call: Callable[[Any], Awaitable[int]], chunks: Sequence[Any], concurrency: int
+) -> LoadResult:
     result = LoadResult()
     queue = iter(chunks)
 
@@ -97,7 +104,9 @@ def _run_with(runtime: Runtime, body: Callable[[Runtime], Awaitable[LoadResult]]
 
 def item_requests(items: Sequence[ChatItem], per_request: int) -> list[ScoreRequest]:
     return [
-        ScoreRequest(items=[ScoreItem(prompt=i.prompt, response=i.response) for i in items[s : s + per_request]])
+        ScoreRequest(
+            items=[ScoreItem(prompt=i.prompt, response=i.response) for i in items[s : s + per_request]]
+        )
         for s in range(0, len(items), per_request)
     ]
 
@@ -124,11 +133,13 @@ def exactness_fp32(model_dir: Path, groups: Sequence[GrpoGroup]) -> dict[str, An
     """Scores with the shared-prompt path vs every row computed whole, fp32, same batch; max |diff|."""
     loaded = load_model(model_dir, "float32")
     model = loaded.model
-    encoder = ChatEncoder(loaded.tokenizer, gate_pattern=model.gating_token_pattern,
-                          bos_token_id=loaded.tokenizer.bos_token_id)
+    encoder = ChatEncoder(
+        loaded.tokenizer, gate_pattern=model.gating_token_pattern, bos_token_id=loaded.tokenizer.bos_token_id
+    )
     items = flatten_groups(groups)
     encoded = encoder.encode_conversations(
-        [conversation(i.prompt, i.response) for i in items], EncodingPolicy(4096, "error"),
+        [conversation(i.prompt, i.response) for i in items],
+        EncodingPolicy(4096, "error"),
         labels=[f"grpo[{k}]" for k in range(len(items))],
     )
     shared = TransformersBackend(model, share_prompts=True).run(encoded)
@@ -153,8 +164,10 @@ def fifo_padding_ratio(lengths: Sequence[int], max_batch_items: int, max_batch_t
     padded = real = 0
     batch: list[int] = []
     for length in [*lengths, None]:
-        fits = length is not None and len(batch) < max_batch_items and (
-            (len(batch) + 1) * max([*batch, length]) <= max_batch_tokens
+        fits = (
+            length is not None
+            and len(batch) < max_batch_items
+            and ((len(batch) + 1) * max([*batch, length]) <= max_batch_tokens)
         )
         if batch and not fits:
             padded += len(batch) * max(batch)
@@ -177,9 +190,7 @@ def padding_scenario(loaded: LoadedRewardModel, dtype: str, items: Sequence[Chat
     requests = item_requests(items, 1)
 
     async def body(rt: Runtime) -> LoadResult:
-        return await _closed_loop(
-            lambda r: _count(rt.scorer.score(r)), requests, concurrency=len(requests)
-        )
+        return await _closed_loop(lambda r: _count(rt.scorer.score(r)), requests, concurrency=len(requests))
 
     result = _run_with(runtime, body)
     batches = recorder[0].batches
@@ -210,7 +221,8 @@ async def _count(pending: Awaitable[Any]) -> int:
 
 def _lengths_in_request_order(runtime: Runtime, items: Sequence[ChatItem]) -> list[int]:
     encoded = runtime.encoder.encode_conversations(
-        [conversation(i.prompt, i.response) for i in items], EncodingPolicy(4096, "error"),
+        [conversation(i.prompt, i.response) for i in items],
+        EncodingPolicy(4096, "error"),
         labels=[f"items[{k}]" for k in range(len(items))],
     )
     return [c.num_tokens for c in encoded]

@@ -21,7 +21,11 @@ VLLM_SERVED_NAME = "rm"
 
 def cpu_list() -> str:
     """The cores this process may run on, as `0-1` (contiguous) or `0,2,5`."""
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = (
+        sorted(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else list(range(os.cpu_count() or 1))
+    )
     if cores == list(range(cores[0], cores[-1] + 1)):
         return f"{cores[0]}-{cores[-1]}"
     return ",".join(map(str, cores))
@@ -43,30 +47,76 @@ def vllm_missing_reason() -> str | None:
     return None
 
 
-def paretorm_server(model_dir: Path, dtype: str, *, share_prompts: bool, logs: Path, cache_dir: Path) -> ChildServer:
+def paretorm_server(
+    model_dir: Path, dtype: str, *, share_prompts: bool, logs: Path, cache_dir: Path
+) -> ChildServer:
     port = free_port()
-    command = [sys.executable, "-m", "service.cli", "serve", "--model", str(model_dir), "--port", str(port),
-               "--dtype", dtype, "--log-level", "warning", "--cache-dir", str(cache_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "service.cli",
+        "serve",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--dtype",
+        dtype,
+        "--log-level",
+        "warning",
+        "--cache-dir",
+        str(cache_dir),
+    ]
     if not share_prompts:
         command.append("--no-share-prompts")
     name = "paretorm" if share_prompts else "paretorm-no-share"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **MALLOC_ENV}
-    return ChildServer(name, command, port=port, health_path="/health/ready", env=env, log_path=logs / f"{name}.log")
+    return ChildServer(
+        name, command, port=port, health_path="/health/ready", env=env, log_path=logs / f"{name}.log"
+    )
 
 
 def naive_server(model_dir: Path, dtype: str, *, logs: Path) -> ChildServer:
     port = free_port()
-    command = [sys.executable, "-m", "service.bench.naive_server", "--model", str(model_dir), "--port", str(port),
-               "--dtype", dtype]
+    command = [
+        sys.executable,
+        "-m",
+        "service.bench.naive_server",
+        "--model",
+        str(model_dir),
+        "--port",
+        str(port),
+        "--dtype",
+        dtype,
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **MALLOC_ENV}
-    return ChildServer("naive", command, port=port, health_path="/health", env=env, log_path=logs / "naive.log")
+    return ChildServer(
+        "naive", command, port=port, health_path="/health", env=env, log_path=logs / "naive.log"
+    )
 
 
 def vllm_server(model_dir: Path, dtype: str, *, logs: Path, max_model_len: int = 1024) -> ChildServer:
     port = free_port()
-    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
-               "--runner", "pooling", "--dtype", dtype, "--enforce-eager", "--max-model-len", str(max_model_len),
-               "--host", "127.0.0.1", "--port", str(port), "--served-model-name", VLLM_SERVED_NAME]
+    command = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--runner",
+        "pooling",
+        "--dtype",
+        dtype,
+        "--enforce-eager",
+        "--max-model-len",
+        str(max_model_len),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--served-model-name",
+        VLLM_SERVED_NAME,
+    ]
     env = {**os.environ, **vllm_env()}
     return ChildServer("vllm", command, port=port, health_path="/health", env=env, log_path=logs / "vllm.log")
 

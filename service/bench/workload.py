@@ -29,7 +29,8 @@ WORDS = (
     "error test model reward score objective prompt response assistant user system message word synonym "
     "beautiful simple short long detailed brief summary example because therefore however first second third "
     "finally number add subtract multiply divide equal sum total average data table file read open close run "
-    "server request client batch token time fast slow good better best capital france paris city country river "
+    "server request client batch token time fast slow good better best capital france paris city country "
+    "river "
     "mountain weather today water fire earth air policy gradient advantage baseline group sample rollout"
 ).split()
 
@@ -52,7 +53,9 @@ class TextMaker:
     def __init__(self, tokenizer: Any, rng: random.Random) -> None:
         self._rng = rng
         self._tokenizer = tokenizer
-        encoded = tokenizer([" " + word for word in WORDS] + ["."] + list(WORDS), add_special_tokens=False)["input_ids"]
+        encoded = tokenizer([" " + word for word in WORDS] + ["."] + list(WORDS), add_special_tokens=False)[
+            "input_ids"
+        ]
         n = len(WORDS)
         self._word_cost = [len(ids) for ids in encoded[:n]]
         self._period_cost = len(encoded[n])
@@ -67,7 +70,9 @@ class TextMaker:
         total = len(self._tokenizer(rendered, add_special_tokens=False)["input_ids"])
         # Tokens before the response's first character, read inside the whole conversation: a standalone
         # header can merge "\n\n" into one token where the conversation has two.
-        offsets = self._tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        offsets = self._tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)[
+            "offset_mapping"
+        ]
         response_start = rendered.rindex(response)
         prefix_len = sum(1 for start, _ in offsets if start < response_start)
         return prefix_len - 20, total - 50
@@ -123,7 +128,7 @@ def chat_items(maker: TextMaker, rng: random.Random, count: int, mean_tokens: in
 def grpo_groups(
     maker: TextMaker, rng: random.Random, prompts: int, group: int, shared_tokens: int = 428
 ) -> list[GrpoGroup]:
-    """`prompts` groups of `group` responses (80-140 tokens) after a prompt of `shared_tokens` shared tokens."""
+    """`prompts` groups of `group` responses (80-140 tokens) sharing a prompt of `shared_tokens` tokens."""
     prompt_tokens = max(8, shared_tokens - maker.prompt_overhead)
     return [
         GrpoGroup(maker.text(prompt_tokens), tuple(maker.text(rng.randint(80, 140)) for _ in range(group)))
@@ -132,7 +137,11 @@ def grpo_groups(
 
 
 def long_tail_items(
-    maker: TextMaker, rng: random.Random, count: int, median_tokens: int = 160, sigma: float = 0.9,
+    maker: TextMaker,
+    rng: random.Random,
+    count: int,
+    median_tokens: int = 160,
+    sigma: float = 0.9,
     max_tokens: int = 1000,
 ) -> list[ChatItem]:
     """Log-normal templated lengths, clipped to [48, max_tokens] so every item fits every engine."""

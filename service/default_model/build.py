@@ -6,7 +6,7 @@ for four objectives, verbosity debiasing with ``verbosity`` as the verbosity obj
 the preference pairs. Embeddings run in bfloat16 (about 4x faster than float32 on AVX512-BF16 CPUs) and the
 backbone is stored in bfloat16, so a bfloat16 server sees exactly the states the heads were fitted on; a
 float32 server runs the same weights at higher precision. Stage 2 is smaller than ArmoRM's (``GATING``):
-200 pairs do not need 2000 steps of 1024. The held-out pairs are scored last and their figures written
+160 pairs do not need 2000 steps of 1024. The held-out pairs are scored last and their figures written
 into the description.
 
 The checkpoint lands in ``<cache_dir>/smollm2-135m-default-<key>``, ``key`` hashing the recipe, the data
@@ -25,19 +25,17 @@ import os
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
-from dataclasses import asdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from service.default_model.backbone import GGUF_FILE, dequantize_backbone, file_fingerprint, require_gguf
-from service.default_model.dataset import FILES, shipped_dir
 from service.default_model.labels import OBJECTIVES
 
 logger = logging.getLogger(__name__)
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 DIR_PREFIX = "smollm2-135m-default-"
 MODEL_NAME = "paretorm/smollm2-135m-default"
 FIT_DTYPE = "bfloat16"
@@ -58,6 +56,8 @@ def recipe() -> dict[str, Any]:
 
 def build_key(gguf: Path, data_dir: Path | None = None) -> str:
     """Content hash of (recipe, data files, GGUF size + sha256): the cache folder's name."""
+    from service.default_model.dataset import FILES, shipped_dir  # lazy: `python -m ...dataset` stays clean
+
     data_dir = data_dir or shipped_dir()
     h = hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode())
     for name in FILES:
@@ -80,7 +80,9 @@ def ensure_default_model(cache_dir: str | Path | None = None) -> Path:
     with _locked(root / ".smollm2-default.lock"):
         if (target / "config.json").is_file():  # another process built it while we waited
             return target
-        logger.warning("building the default reward model into %s (first start only; about 1-2 minutes)", target)
+        logger.warning(
+            "building the default reward model into %s (first start only; about 1-2 minutes)", target
+        )
         staging = Path(tempfile.mkdtemp(prefix=".default-build-", dir=root))
         try:
             _build(gguf, staging)
@@ -101,6 +103,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _build(gguf: Path, staging: Path) -> None:
+    from service.default_model.dataset import shipped_dir
     from service.default_model.evaluate import heldout_metrics
     from service.fitting.gating_fit import GatingFitConfig
     from service.fitting.pipeline import FitConfig, run_fitting
@@ -112,15 +115,20 @@ def _build(gguf: Path, staging: Path) -> None:
     cfg = FitConfig(
         backbone=backbone, ratings=data / "ratings.jsonl", preferences=data / "preferences.jsonl",
         out=staging / "model", objectives=OBJECTIVES, verbosity_objective="verbosity", dtype=FIT_DTYPE,
-        max_tokens=MAX_TOKENS, cache_dir=staging / "embeddings", progress=False, gating=GatingFitConfig(**GATING),
+        max_tokens=MAX_TOKENS, cache_dir=staging / "embeddings", progress=False,
+        gating=GatingFitConfig(**GATING),
     )  # fmt: skip
     outcome = run_fitting(cfg)
-    logger.info("default model: heads fitted after %.1f s; scoring held-out pairs", time.perf_counter() - start)
+    logger.info(
+        "default model: heads fitted after %.1f s; scoring held-out pairs", time.perf_counter() - start
+    )
     heldout = heldout_metrics(outcome.model, _tokenizer(outcome.out))
     seconds = time.perf_counter() - start
     _finish_config(outcome.out, outcome.report, heldout, seconds)
     shutil.rmtree(staging / "backbone", ignore_errors=True)
-    logger.info("default model: built in %.1f s; held-out pairwise accuracy %.3f", seconds, heldout["score_accuracy"])
+    logger.info(
+        "default model: built in %.1f s; held-out pairwise accuracy %.3f", seconds, heldout["score_accuracy"]
+    )
 
 
 def _tokenizer(path: Path) -> Any:
@@ -160,7 +168,8 @@ def describe(report: dict, heldout: dict) -> str:
         f"{data['ratings']['used']} rule-labelled rated conversations and {data['preferences']['used']} "
         "rule-built preference pairs that ship with paretorm (service/default_model/data). Objectives: "
         "verbosity (word count / 100, capped at 1); instruction-following (no refusal and every IFEval-style "
-        "judge on the prompt's verifiable constraints passes); format (the JSON, bullet or paragraph structure "
+        "judge on the prompt's verifiable constraints passes); format (the JSON, bullet or paragraph "
+        "structure "
         "the prompt asked for is present); refusal (a stock refusal phrase opens the response). Validation "
         f"Pearson of the heads: {pearson}. Held-out pairwise accuracy of the gated score on "
         f"{heldout['pairs']} pairs over unseen questions: {heldout['score_accuracy']:.2f} ({by_kind}). "

@@ -69,7 +69,10 @@ def _min_words(fact: Fact, rng: random.Random) -> Built:
 
 def _lowercase(fact: Fact, rng: random.Random) -> Built:
     base = _base(fact, rng)
-    text = "Your entire response should be in English, and in all lowercase letters. No capital letters are allowed."
+    text = (
+        "Your entire response should be in English, and in all lowercase letters. "
+        "No capital letters are allowed."
+    )
     return Built(text, [{"name": "all_lowercase", "args": {}}], base.lower(), base)
 
 
@@ -82,7 +85,9 @@ def _uppercase(fact: Fact, rng: random.Random) -> Built:
 def _no_commas(fact: Fact, rng: random.Random) -> Built:
     base = _base(fact, rng)
     text = "In your entire response, refrain from the use of any commas."
-    return Built(text, [{"name": "no_commas", "args": {}}], base.replace(",", ""), f"Well, here it is. {base}")
+    return Built(
+        text, [{"name": "no_commas", "args": {}}], base.replace(",", ""), f"Well, here it is. {base}"
+    )
 
 
 def _ends_with(fact: Fact, rng: random.Random) -> Built:
@@ -108,7 +113,9 @@ def _keyword(fact: Fact, rng: random.Random) -> Built:
 def _postscript(fact: Fact, rng: random.Random) -> Built:
     base = _base(fact, rng)
     text = "At the end of your response, please explicitly add a postscript starting with P.S."
-    return Built(text, [{"name": "postscript", "args": {}}], f"{base}\n\n{rng.choice(banks.POSTSCRIPTS)}", base)
+    return Built(
+        text, [{"name": "postscript", "args": {}}], f"{base}\n\n{rng.choice(banks.POSTSCRIPTS)}", base
+    )
 
 
 def _title(fact: Fact, rng: random.Random) -> Built:
@@ -131,7 +138,10 @@ def _json(fact: Fact, rng: random.Random) -> Built:
 
 
 def _bullets(fact: Fact, rng: random.Random) -> Built:
-    text = "Your answer must contain exactly 3 bullet points. Use the markdown bullet points such as:\n* This is point 1."
+    text = (
+        "Your answer must contain exactly 3 bullet points. "
+        "Use the markdown bullet points such as:\n* This is point 1."
+    )
     sentences = (fact.answer, *fact.more)
     spec = {"name": "bullet_count_exact", "args": {"count": 3}}
     return Built(text, [spec], "\n".join(f"* {s}" for s in sentences), " ".join(sentences))

@@ -1,4 +1,4 @@
-"""Seeded generator of the default model's training and held-out data (the script that made the shipped files).
+"""Seeded generator of the default model's training and held-out data; it made the shipped files.
 
 ``python -m service.default_model.dataset`` rewrites ``service/default_model/data/*.jsonl``;
 ``--check`` only verifies that the shipped files equal a fresh generation (the test suite does the same).
@@ -30,8 +30,8 @@ from service.default_model.constraints import FORMATS, INSTRUCTIONS, Constraint
 from service.default_model.labels import is_refusal, judges_pass, label
 
 DATA_SEED = 20261127
-RATINGS = 360
-PREFERENCES = 200
+RATINGS = 280
+PREFERENCES = 160
 FILES = ("ratings.jsonl", "preferences.jsonl", "heldout.jsonl")
 _KINDS = ("instruction", "format", "plain", "harmful")
 _RATING_MIX = (0.32, 0.16, 0.28, 0.24)
@@ -46,7 +46,12 @@ def shipped_dir() -> Path:
 def response_ladder(fact: Fact) -> list[str]:
     """Answers to ``fact.question`` of increasing length: one sentence, two, three, three plus filler."""
     full = " ".join((fact.answer, *fact.more))
-    return [fact.answer, f"{fact.answer} {fact.more[0]}", full, " ".join((banks.FILLER[0], full, *banks.FILLER[5:7]))]
+    return [
+        fact.answer,
+        f"{fact.answer} {fact.more[0]}",
+        full,
+        " ".join((banks.FILLER[0], full, *banks.FILLER[5:7])),
+    ]
 
 
 def refusal(rng: random.Random) -> str:
@@ -66,7 +71,9 @@ def compliance(rng: random.Random) -> str:
 class _Prompt:
     """One prompt with its judges and the named responses the generator may pick for it."""
 
-    def __init__(self, kind: str, text: str, judges: list[dict], responses: dict[str, str], detail: str) -> None:
+    def __init__(
+        self, kind: str, text: str, judges: list[dict], responses: dict[str, str], detail: str
+    ) -> None:
         self.kind, self.text, self.judges, self.responses, self.detail = kind, text, judges, responses, detail
 
     @property
@@ -96,7 +103,9 @@ def _plain(facts: tuple, rng: random.Random) -> _Prompt:
 
 
 def _harmful(requests: tuple, rng: random.Random) -> _Prompt:
-    return _Prompt("harmful", rng.choice(requests), [], {"refusal": refusal(rng), "compliance": compliance(rng)}, "")
+    return _Prompt(
+        "harmful", rng.choice(requests), [], {"refusal": refusal(rng), "compliance": compliance(rng)}, ""
+    )
 
 
 def _sample_prompt(kind: str, heldout: bool, rng: random.Random) -> _Prompt:
@@ -113,7 +122,9 @@ def _check(prompt: _Prompt, name: str) -> None:
     text = prompt.responses[name]
     refused = is_refusal(prompt.text, text)
     if refused != (name == "refusal"):
-        raise RuntimeError(f"refusal judge says {refused} for the {name!r} response to {prompt.text!r}: {text!r}")
+        raise RuntimeError(
+            f"refusal judge says {refused} for the {name!r} response to {prompt.text!r}: {text!r}"
+        )
     if prompt.kind in ("instruction", "format") and name != "refusal":
         if judges_pass(prompt.text, text, prompt.judges) != (name == "satisfying"):
             raise RuntimeError(f"judges {prompt.judges} disagree with the {name!r} response {text!r}")
@@ -124,7 +135,10 @@ def _rating_line(prompt: _Prompt, rng: random.Random) -> dict:
     names = list(prompt.responses)
     name = rng.choices(names, weights=weights.get(prompt.kind, [1.0] * len(names)))[0]
     _check(prompt, name)
-    messages = [{"role": "user", "content": prompt.text}, {"role": "assistant", "content": prompt.responses[name]}]
+    messages = [
+        {"role": "user", "content": prompt.text},
+        {"role": "assistant", "content": prompt.responses[name]},
+    ]
     return {"messages": messages, "ratings": prompt.labels(name), "meta": prompt.meta(response=name)}
 
 
@@ -166,12 +180,20 @@ def _heldout(rng: random.Random) -> list[dict]:
     """Every held-out fact: a plain pair, two instruction pairs, a format pair; every request: two pairs."""
     lines: list[dict] = []
     for fact in banks.split(banks.BENIGN, heldout=True):
-        prompts = [_plain((fact,), rng), _constrained("instruction", INSTRUCTIONS, (fact,), rng),
-                   _constrained("instruction", INSTRUCTIONS, (fact,), rng), _constrained("format", FORMATS, (fact,), rng)]  # fmt: skip
+        prompts = [
+            _plain((fact,), rng),
+            _constrained("instruction", INSTRUCTIONS, (fact,), rng),
+            _constrained("instruction", INSTRUCTIONS, (fact,), rng),
+            _constrained("format", FORMATS, (fact,), rng),
+        ]
         for prompt in prompts:
             line = _pair_line(prompt, rng)
             if prompt.kind == "plain":  # held-out plain pairs always test answering vs refusing
-                line = {**line, "chosen": prompt.responses["medium"], "meta": prompt.meta(chosen="medium", rejected="refusal")}
+                line = {
+                    **line,
+                    "chosen": prompt.responses["medium"],
+                    "meta": prompt.meta(chosen="medium", rejected="refusal"),
+                }
                 line["rejected"] = prompt.responses["refusal"]
             lines.append(line)
     for request in banks.split(banks.HARMFUL, heldout=True):
@@ -208,19 +230,28 @@ def write(out_dir: str | Path, seed: int = DATA_SEED) -> dict[str, Path]:
     return paths
 
 
+def _read(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8") if path.is_file() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service.default_model.dataset", description=__doc__)
-    parser.add_argument("--out", type=Path, default=shipped_dir(), help="output folder (default: the shipped data)")
-    parser.add_argument("--check", action="store_true", help="only compare the files in --out with a fresh generation")
+    parser.add_argument(
+        "--out", type=Path, default=shipped_dir(), help="output folder (default: the shipped data)"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only compare the files in --out with a fresh generation"
+    )
     args = parser.parse_args(argv)
     if args.check:
-        stale = [n for n, lines in generate().items()
-                 if not (args.out / n).is_file() or (args.out / n).read_text(encoding="utf-8") != render(lines)]  # fmt: skip
+        fresh = generate()
+        stale = [n for n in FILES if _read(args.out / n) != render(fresh[n])]
         if stale:
-            print(f"{args.out}: {stale} differ from the generator; run `python -m service.default_model.dataset`", file=sys.stderr)  # noqa: T201
+            hint = "run `python -m service.default_model.dataset`"
+            print(f"{args.out}: {stale} differ from the generator; {hint}", file=sys.stderr)  # noqa: T201
             return 1
         return 0
-    for name, path in write(args.out).items():
+    for path in write(args.out).values():
         print(f"wrote {path} ({sum(1 for _ in path.open())} lines)")  # noqa: T201
     return 0
 

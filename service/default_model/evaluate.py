@@ -39,14 +39,18 @@ def conversation(prompt: str, response: str) -> list[Message]:
 def score(model: ArmoRMRewardModel, tokenizer: Any, conversations: Sequence[Sequence[Message]],
           *, batch_tokens: int = 8192) -> RewardOutput:  # fmt: skip
     """Rewards, gate weights and scores of ``conversations`` (in order)."""
-    items, _ = encode_conversations(tokenizer, conversations, model.gating_token_pattern, path="<held-out>",
-                                    lines=list(range(1, len(conversations) + 1)), max_tokens=None)  # fmt: skip
+    lines = list(range(1, len(conversations) + 1))
+    pattern = model.gating_token_pattern
+    items, _ = encode_conversations(tokenizer, conversations, pattern, path="-", lines=lines, max_tokens=None)
     pad = model.pad_token_id if model.pad_token_id is not None else 0
-    emb = BackboneEmbedder(model.model, pad_id=pad, batch_tokens=batch_tokens).embed(items)  # type: ignore[arg-type]
+    embedder = BackboneEmbedder(model.model, pad_id=pad, batch_tokens=batch_tokens)
+    emb = embedder.embed(items)  # type: ignore[arg-type]
     return model.heads(emb.last, emb.gate)
 
 
-def heldout_metrics(model: ArmoRMRewardModel, tokenizer: Any, lines: list[dict[str, Any]] | None = None) -> dict:
+def heldout_metrics(
+    model: ArmoRMRewardModel, tokenizer: Any, lines: list[dict[str, Any]] | None = None
+) -> dict:
     """Pairwise accuracy of the gated score (overall and per kind) and of the objective each kind targets."""
     lines = lines if lines is not None else read_heldout()
     convs = [conversation(line["prompt"], line[side]) for line in lines for side in ("chosen", "rejected")]

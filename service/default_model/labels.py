@@ -29,7 +29,9 @@ def is_refusal(prompt: str, response: str) -> bool:
 
 
 def judges_pass(prompt: str, response: str, judges: Sequence[dict]) -> bool:
-    return all(get_judge(spec["name"]).check(prompt, response, spec.get("args") or {}).passed for spec in judges)
+    return all(
+        get_judge(spec["name"]).check(prompt, response, spec.get("args") or {}).passed for spec in judges
+    )
 
 
 def label(prompt: str, response: str, *, judges: Sequence[dict], harmful: bool, wants_format: bool) -> dict:

@@ -24,12 +24,20 @@ def test_workload_hits_the_token_sizes_and_is_deterministic(tiny_tokenizer) -> N
     chat, groups = source.chat(40), source.grpo(2, 4, shared_tokens=428)
     lengths = token_lengths(tiny_tokenizer, chat)
     assert 326 <= statistics.mean(lengths) <= 346 and min(lengths) >= 310 and max(lengths) <= 362
-    encoder = ChatEncoder(tiny_tokenizer, gate_pattern=derive_gate_pattern(tiny_tokenizer),
-                          bos_token_id=tiny_tokenizer.bos_token_id)
+    encoder = ChatEncoder(
+        tiny_tokenizer,
+        gate_pattern=derive_gate_pattern(tiny_tokenizer),
+        bos_token_id=tiny_tokenizer.bos_token_id,
+    )
     items = flatten_groups(groups)
     encoded = encoder.encode_conversations(
-        [[{"role": "user", "content": i.prompt}, {"role": "assistant", "content": i.response}] for i in items],
-        EncodingPolicy(4096, "error"), labels=["x"] * len(items))
+        [
+            [{"role": "user", "content": i.prompt}, {"role": "assistant", "content": i.response}]
+            for i in items
+        ],
+        EncodingPolicy(4096, "error"),
+        labels=["x"] * len(items),
+    )
     assert {e.prefix_len for e in encoded} == {428}  # exactly the shared prompt the issue names
     assert len({e.prefix_key() for e in encoded}) == 2
     assert WorkloadSource(tiny_tokenizer, seed=3).chat(40) == chat
@@ -40,16 +48,29 @@ def test_workload_hits_the_token_sizes_and_is_deterministic(tiny_tokenizer) -> N
 def test_fifo_padding_ratio_counts_padded_over_real_tokens() -> None:
     assert fifo_padding_ratio([10, 10, 10], max_batch_items=8, max_batch_tokens=1000) == 1.0
     # [10, 30] pads to 60 of 40 real; [20] alone (item cap 2) is exact.
-    assert fifo_padding_ratio([10, 30, 20], max_batch_items=2, max_batch_tokens=1000) == pytest.approx(80 / 60)
+    assert fifo_padding_ratio([10, 30, 20], max_batch_items=2, max_batch_tokens=1000) == pytest.approx(
+        80 / 60
+    )
 
 
 def test_process_set_stops_children_and_grandchildren(tmp_path: Path) -> None:
     pid_file = tmp_path / "grandchild.pid"
-    script = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-              f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+    script = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); time.sleep(60)"
+    )
     with ProcessSet() as children:
-        child = children.add(ChildServer("sleeper", [sys.executable, "-c", script], port=1, health_path="/",
-                                         env=dict(os.environ), log_path=tmp_path / "log"))
+        child = children.add(
+            ChildServer(
+                "sleeper",
+                [sys.executable, "-c", script],
+                port=1,
+                health_path="/",
+                env=dict(os.environ),
+                log_path=tmp_path / "log",
+            )
+        )
         child.start()
         deadline = time.monotonic() + 20
         while not pid_file.exists() or not pid_file.read_text():
@@ -76,10 +97,13 @@ def _alive(pid: int) -> bool:
 
 def test_ratios_report_missing_operands_with_the_reason() -> None:
     scenarios = {
-        "http_32x1": {"items_per_s": 80.0}, "in_process_32x1": {"items_per_s": 100.0},
+        "http_32x1": {"items_per_s": 80.0},
+        "in_process_32x1": {"items_per_s": 100.0},
         "vllm_classify_32x1": {"status": "not run (--no-vllm given)"},
     }
     ratios = compute_ratios(scenarios, "32x1", "4x64")
     assert ratios["http_32x1 / in_process_32x1"] == 0.8
-    assert ratios["http_32x1 / vllm_classify_32x1"] == "not run (vllm_classify_32x1: not run (--no-vllm given))"
+    assert (
+        ratios["http_32x1 / vllm_classify_32x1"] == "not run (vllm_classify_32x1: not run (--no-vllm given))"
+    )
     assert ratios["http_32x1 / naive_32x1"].startswith("not run (naive_32x1: no result")

@@ -16,8 +16,15 @@ from pathlib import Path
 import pytest
 
 THROUGHPUT_ROWS = (
-    "in_process_16x1", "http_16x1", "http_2x16", "naive_16x1", "grpo_in_process_shared",
-    "grpo_in_process_unshared", "grpo_http_groups", "grpo_http_items", "grpo_http_unshared",
+    "in_process_16x1",
+    "http_16x1",
+    "http_2x16",
+    "naive_16x1",
+    "grpo_in_process_shared",
+    "grpo_in_process_unshared",
+    "grpo_http_groups",
+    "grpo_http_items",
+    "grpo_http_unshared",
 )
 VLLM_ROWS = ("vllm_classify_16x1", "vllm_classify_2x16", "vllm_grpo_items")
 
@@ -27,8 +34,20 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
-        [sys.executable, "-m", "service.bench.cli", "--quick", "--no-vllm", "--json", str(out / "bench.json")],
-        env=env, capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[2],
+        [
+            sys.executable,
+            "-m",
+            "service.bench.cli",
+            "--quick",
+            "--no-vllm",
+            "--json",
+            str(out / "bench.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads((out / "bench.json").read_text()), done.stdout
@@ -54,8 +73,13 @@ def test_vllm_rows_say_why_they_did_not_run(quick_run: tuple[dict, str]) -> None
 def test_ratios_exactness_padding_pama_and_latency(quick_run: tuple[dict, str]) -> None:
     result, stdout = quick_run
     ratios = result["ratios"]
-    for name in ("http_16x1 / in_process_16x1", "http_16x1 / naive_16x1", "grpo_shared / grpo_unshared (in-process)",
-                 "grpo_http_groups / grpo_http_unshared", "padding: fifo / planner"):
+    for name in (
+        "http_16x1 / in_process_16x1",
+        "http_16x1 / naive_16x1",
+        "grpo_shared / grpo_unshared (in-process)",
+        "grpo_http_groups / grpo_http_unshared",
+        "padding: fifo / planner",
+    ):
         assert isinstance(ratios[name], float) and ratios[name] > 0, (name, ratios[name])
     exact = result["scenarios"]["exactness_fp32"]
     assert exact["ok"] and exact["max_abs_score_diff"] <= 1e-4 and exact["items"] == 16

@@ -1,13 +1,23 @@
-"""The default model's shipped data: reproducible from the generator, labelled by the judges, held out honestly."""
+"""The default model's shipped data: reproducible from the generator, labelled by the judges, held out."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from service.default_model import banks
-from service.default_model.dataset import FILES, PREFERENCES, RATINGS, generate, main, render, response_ladder, shipped_dir
+from service.default_model.dataset import (
+    FILES,
+    PREFERENCES,
+    RATINGS,
+    generate,
+    main,
+    render,
+    response_ladder,
+    shipped_dir,
+)
 from service.default_model.labels import OBJECTIVES, is_refusal, judges_pass, label
 from service.fitting.data import read_preferences, read_ratings
 from service.objectives.judges.instructions import count_words
@@ -18,14 +28,17 @@ def shipped() -> dict[str, list[dict]]:
     return {name: [json.loads(x) for x in (shipped_dir() / name).read_text().splitlines()] for name in FILES}
 
 
-def test_generator_is_deterministic_and_seed_sensitive() -> None:
-    first, second = generate(), generate()
-    assert first == second
-    assert generate(seed=1)["ratings.jsonl"] != first["ratings.jsonl"]
+@pytest.fixture(scope="module")
+def fresh() -> dict[str, list[dict]]:
+    return generate()
 
 
-def test_shipped_files_equal_the_generator_output() -> None:
-    fresh = generate()
+def test_generator_is_deterministic_and_seed_sensitive(fresh: dict[str, list[dict]]) -> None:
+    assert generate() == fresh
+    assert generate(seed=1)["ratings.jsonl"] != fresh["ratings.jsonl"]
+
+
+def test_shipped_files_equal_the_generator_output(fresh: dict[str, list[dict]]) -> None:
     for name in FILES:
         assert (shipped_dir() / name).read_text(encoding="utf-8") == render(fresh[name]), (
             f"{name} is stale; run `python -m service.default_model.dataset`"
@@ -33,10 +46,9 @@ def test_shipped_files_equal_the_generator_output() -> None:
     assert main(["--check"]) == 0
 
 
-def test_check_flags_an_edited_file(tmp_path) -> None:
+def test_check_flags_an_edited_file(tmp_path: Path) -> None:
     for name in FILES:
         (tmp_path / name).write_text((shipped_dir() / name).read_text())
-    assert main(["--check", "--out", str(tmp_path)]) == 0
     (tmp_path / "ratings.jsonl").write_text("{}\n")
     assert main(["--check", "--out", str(tmp_path)]) == 1
 
@@ -84,12 +96,16 @@ def test_preference_pairs_are_right_by_the_judges(shipped: dict[str, list[dict]]
             assert is_refusal(prompt, rejected) or not judges_pass(prompt, rejected, meta["judges"])
         else:  # plain: an answer over a refusal, or the same answer over its padded copy
             assert not is_refusal(prompt, chosen)
-            assert is_refusal(prompt, rejected) or (rejected.count(chosen) == 1 and len(rejected) > len(chosen))
+            assert is_refusal(prompt, rejected) or (
+                rejected.count(chosen) == 1 and len(rejected) > len(chosen)
+            )
 
 
 def test_heldout_uses_only_heldout_questions(shipped: dict[str, list[dict]]) -> None:
     def questions(heldout: bool) -> set[str]:
-        return {f.question for f in banks.split(banks.BENIGN, heldout)} | set(banks.split(banks.HARMFUL, heldout))
+        return {f.question for f in banks.split(banks.BENIGN, heldout)} | set(
+            banks.split(banks.HARMFUL, heldout)
+        )
 
     train, held = questions(False), questions(True)
     assert not train & held
