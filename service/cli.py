@@ -61,58 +61,49 @@ def _run_serve(args: argparse.Namespace) -> int:
     return serve(settings)
 
 
-def _add_fit(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("fit", help="fit ArmoRM heads (stage 1, debiasing, stage 2) on a backbone",
-                                   add_help=False)
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+def _run_fit(rest: list[str]) -> int:
+    from service.fitting.cli import add_fit_arguments, run_fit
 
-    def run(args: argparse.Namespace) -> int:
-        from service.fitting.cli import add_fit_arguments, run_fit
-
-        fit_parser = argparse.ArgumentParser(prog="paretorm fit", description="Fit ArmoRM heads on a backbone.")
-        add_fit_arguments(fit_parser)
-        return int(run_fit(fit_parser.parse_args(args.rest)) or 0)
-
-    parser.set_defaults(run=run)
+    parser = argparse.ArgumentParser(prog="paretorm fit", description="Fit ArmoRM heads on a backbone.")
+    add_fit_arguments(parser)
+    return int(run_fit(parser.parse_args(rest)) or 0)
 
 
-def _add_augment(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("augment", help="MAPL: augment a preference JSONL with instruction pairs",
-                                   add_help=False)
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+def _run_augment(rest: list[str]) -> int:
+    from service.objectives.mapl_cli import main as augment_main
 
-    def run(args: argparse.Namespace) -> int:
-        from service.objectives.mapl_cli import main
-
-        return int(main(args.rest) or 0)
-
-    parser.set_defaults(run=run)
+    return int(augment_main(rest) or 0)
 
 
-def _add_bench(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("bench", help="side-by-side throughput benchmark", add_help=False)
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
+def _run_bench(rest: list[str]) -> int:
+    from service.bench.cli import main as bench_main
 
-    def run(args: argparse.Namespace) -> int:
-        from service.bench.cli import main
+    return int(bench_main(rest) or 0)
 
-        return int(main(args.rest) or 0)
 
-    parser.set_defaults(run=run)
+# Subcommands that parse their own flags: `main` hands them the rest of argv untouched.
+_PASSTHROUGH = {
+    "fit": (_run_fit, "fit ArmoRM heads (stage 1, debiasing, stage 2) on a backbone"),
+    "augment": (_run_augment, "MAPL: augment a preference JSONL with instruction pairs"),
+    "bench": (_run_bench, "side-by-side throughput benchmark"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paretorm", description="Multi-objective reward model serving.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_serve(subparsers)
-    _add_fit(subparsers)
-    _add_augment(subparsers)
-    _add_bench(subparsers)
+    for name, (_, help_text) in _PASSTHROUGH.items():
+        subparsers.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments and arguments[0] in _PASSTHROUGH:
+        run, _ = _PASSTHROUGH[arguments[0]]
+        return run(arguments[1:])
+    args = build_parser().parse_args(arguments)
     return int(args.run(args))
 
 

@@ -133,7 +133,10 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--"]:  # `paretorm bench -- --quick ...`: the separator the top-level parser needs
+        arguments = arguments[1:]
+    args = build_parser().parse_args(arguments)
     try:
         cfg = config_from(args)
     except ValueError as error:

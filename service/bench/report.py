@@ -21,6 +21,12 @@ RATIOS: tuple[tuple[str, str, str], ...] = (
     ("grpo_http_groups / grpo_http_unshared", "grpo_http_groups", "grpo_http_unshared"),
     ("grpo_http_items / grpo_http_unshared", "grpo_http_items", "grpo_http_unshared"),
     ("grpo_http_groups / vllm_grpo_items", "grpo_http_groups", "vllm_grpo_items"),
+    (
+        "http_vllm_backend_{single} / vllm_classify_{single}",
+        "http_vllm_backend_{single}",
+        "vllm_classify_{single}",
+    ),
+    ("grpo_http_vllm_backend_groups / vllm_grpo_items", "grpo_http_vllm_backend_groups", "vllm_grpo_items"),
 )
 
 

@@ -89,10 +89,14 @@ def _run(
     )
     naive = children.add(servers.naive_server(model_dir, cfg.dtype, logs=logs))
     vllm: ChildServer | None = None
+    backend: ChildServer | None = None  # the service with --backend vllm
     if vllm_reason is None:
         seqcls = export_sequence_classifier(model_dir, work / "vllm-seqcls")
         vllm = children.add(servers.vllm_server(seqcls, cfg.dtype, logs=logs))
-    for child in (service, no_share, naive, *([vllm] if vllm else [])):
+        backend = children.add(
+            servers.paretorm_vllm_backend_server(model_dir, cfg.dtype, logs=logs, cache_dir=work)
+        )
+    for child in (service, no_share, naive, *([vllm, backend] if vllm else [])):
         child.start()
 
     say("loading the in-process model and generating traffic")
@@ -101,13 +105,17 @@ def _run(
     source = WorkloadSource(tokenizer, cfg.seed)
     c, bc, bs = cfg.concurrency, cfg.batch_clients, cfg.batch_size
     warm = source.chat(max(c, bc * bs))
-    chat = {name: source.chat(cfg.items) for name in ("inproc", "http1", "httpb", "vllm1", "vllmb", "naive")}
+    chat = {
+        name: source.chat(cfg.items)
+        for name in ("inproc", "http1", "httpb", "vllm1", "vllmb", "naive", "backend")
+    }
     sweep_items = {
         level: (source.chat(max(cfg.items // 2, 4 * level)), source.chat(max(cfg.items // 2, 4 * level)))
         for level in cfg.sweep
     }
     grpo = source.grpo(cfg.grpo_prompts, cfg.grpo_group, cfg.shared_tokens)
     long_tail = source.long_tail(cfg.long_tail)
+    grpo_warm = source.grpo(1, cfg.grpo_group, cfg.shared_tokens)  # never timed: keeps caches honest
     grpo_clients = max(1, 64 // cfg.grpo_group)  # a GRPO step in flight: ~64 conversations
 
     say("fp32 exactness check (prompt sharing on vs off) while the servers load")
@@ -115,6 +123,7 @@ def _run(
 
     for child in (service, no_share, naive):
         _wait(child, cfg.ready_timeout_s)
+    backend_reason = vllm_reason
     if vllm is not None:
         try:
             _wait(vllm, cfg.ready_timeout_s)
@@ -122,6 +131,13 @@ def _run(
             vllm_reason = f"the vLLM server did not start: {error}"
             children.stop(vllm)
             vllm = None
+    if backend is not None:
+        try:
+            _wait(backend, cfg.ready_timeout_s)
+        except (RuntimeError, TimeoutError) as error:
+            backend_reason = f"paretorm --backend vllm did not start: {error}"
+            children.stop(backend)
+            backend = None
 
     single, batch = f"{c}x1", f"{bc}x{bs}"
     s: dict[str, Any] = {}
@@ -167,7 +183,7 @@ def _run(
         grpo,
         concurrency=grpo_clients,
         per_request=1,
-        warmup=grpo[:1],
+        warmup=grpo_warm,
     )
     s["grpo_http_items"] = throughput(
         items_target, flatten_groups(grpo), concurrency=c, per_request=1, warmup=warm
@@ -177,7 +193,7 @@ def _run(
         grpo,
         concurrency=grpo_clients,
         per_request=1,
-        warmup=grpo[:1],
+        warmup=grpo_warm,
     )
     children.stop(no_share)
     say(f"naive floor {single}")
@@ -225,6 +241,27 @@ def _run(
             per_request=1,
             warmup=warm_texts,
         )
+    backend_keys = (f"http_vllm_backend_{single}", "grpo_http_vllm_backend_groups")
+    if backend is None:
+        for key in backend_keys:
+            s[key] = not_run(str(backend_reason))
+    else:
+        say(f"paretorm --backend vllm over HTTP: {single}, GRPO groups")
+        s[backend_keys[0]] = throughput(
+            paretorm_items(backend.url, objectives, "paretorm-vllm-backend"),
+            chat["backend"],
+            concurrency=c,
+            per_request=1,
+            warmup=warm,
+        )
+        s[backend_keys[1]] = throughput(
+            paretorm_groups(backend.url, objectives, "paretorm-vllm-backend-groups"),
+            grpo,
+            concurrency=grpo_clients,
+            per_request=1,
+            warmup=grpo_warm,
+        )
+        children.stop(backend)
     for engine, key in (("paretorm", f"http_{single}"), ("vllm", vllm_keys[0])):
         if "items_per_s" in s[key]:  # the headline row is the sweep's top point
             sweep[engine] = sorted([*sweep[engine], dict(s[key])], key=lambda row: row["concurrency"])
@@ -254,7 +291,8 @@ def _run(
             started,
             {
                 child.name: child.ready_after_s
-                for child in (service, no_share, naive, *([vllm] if vllm else []))
+                for child in (service, no_share, naive, vllm, backend)
+                if child is not None
             },
         ),
         "scenarios": s,
@@ -340,7 +378,9 @@ def _meta(
         "service_env": MALLOC_ENV,
         "bench_process_malloc_tuned": tuned,
         "vllm_env": servers.vllm_env(),
-        "ready_after_s": {name: round(value, 1) if value else None for name, value in ready_s.items()},
+        "ready_by_s": {  # upper bounds: children load in parallel and are polled one after another
+            name: round(value, 1) if value else None for name, value in ready_s.items()
+        },
         "host": {
             "cpus": len(os.sched_getaffinity(0)),
             "machine": platform.machine(),

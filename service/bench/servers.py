@@ -47,8 +47,18 @@ def vllm_missing_reason() -> str | None:
     return None
 
 
+def paretorm_vllm_backend_server(model_dir: Path, dtype: str, *, logs: Path, cache_dir: Path) -> ChildServer:
+    """The service with `--backend vllm`: vLLM computes the backbone states, our heads and gating the rest."""
+    child = paretorm_server(
+        model_dir, dtype, share_prompts=True, logs=logs, cache_dir=cache_dir, name="paretorm-vllm-backend"
+    )
+    child.command += ["--backend", "vllm"]
+    child.env.update(vllm_env())
+    return child
+
+
 def paretorm_server(
-    model_dir: Path, dtype: str, *, share_prompts: bool, logs: Path, cache_dir: Path
+    model_dir: Path, dtype: str, *, share_prompts: bool, logs: Path, cache_dir: Path, name: str | None = None
 ) -> ChildServer:
     port = free_port()
     command = [
@@ -69,7 +79,7 @@ def paretorm_server(
     ]
     if not share_prompts:
         command.append("--no-share-prompts")
-    name = "paretorm" if share_prompts else "paretorm-no-share"
+    name = name or ("paretorm" if share_prompts else "paretorm-no-share")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **MALLOC_ENV}
     return ChildServer(
         name, command, port=port, health_path="/health/ready", env=env, log_path=logs / f"{name}.log"

@@ -26,7 +26,13 @@ THROUGHPUT_ROWS = (
     "grpo_http_items",
     "grpo_http_unshared",
 )
-VLLM_ROWS = ("vllm_classify_16x1", "vllm_classify_2x16", "vllm_grpo_items")
+VLLM_ROWS = (
+    "vllm_classify_16x1",
+    "vllm_classify_2x16",
+    "vllm_grpo_items",
+    "http_vllm_backend_16x1",
+    "grpo_http_vllm_backend_groups",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +41,8 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "service.bench.cli",
+            str(Path(sys.executable).with_name("paretorm")),
+            "bench",
             "--quick",
             "--no-vllm",
             "--json",

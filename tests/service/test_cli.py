@@ -1,0 +1,37 @@
+"""The `paretorm` console script: instant help, subcommands owning their flags, settings errors that say how to fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PARETORM = str(Path(sys.executable).with_name("paretorm"))
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PARETORM, *args], capture_output=True, text=True, timeout=120)
+
+
+def test_help_is_instant_and_lists_subcommands() -> None:
+    started = time.perf_counter()
+    result = run("--help")
+    assert result.returncode == 0
+    assert all(name in result.stdout for name in ("serve", "fit", "augment", "bench"))
+    assert time.perf_counter() - started < 10  # no torch import behind --help
+
+
+def test_subcommands_take_their_own_flags() -> None:
+    for name in ("fit", "augment", "bench"):
+        result = run(name, "--help")
+        assert result.returncode == 0, result.stderr
+        assert f"paretorm {name}" in result.stdout
+
+
+def test_bad_serve_settings_exit_2_with_a_fix() -> None:
+    missing = run("serve", "--model", "/no/such/checkpoint")
+    assert missing.returncode == 2
+    assert "does not exist" in missing.stderr and "nothing is downloaded" in missing.stderr
+    budgets = run("serve", "--max-input-tokens", "8192", "--max-batch-tokens", "1024")
+    assert budgets.returncode == 2 and "PARETORM_MAX_BATCH_TOKENS" in budgets.stderr
