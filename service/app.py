@@ -17,6 +17,7 @@ from service.api import health, objectives_routes, scoring_routes
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.errors import install_error_handlers
 from service.api.instrumentation import InstrumentationMiddleware
+from service.engine.batcher import model_thread_executor
 from service.runtime import Runtime, load_runtime, start_runtime
 from service.settings import ServiceSettings
 
@@ -36,7 +37,13 @@ def create_app(settings: ServiceSettings | None = None, runtime: Runtime | None 
 
     async def bring_up(app: FastAPI) -> None:
         try:
-            active = runtime or await asyncio.to_thread(load_runtime, settings)
+            if runtime is not None:
+                active = runtime
+            else:
+                model_thread = model_thread_executor()
+                active = await asyncio.get_running_loop().run_in_executor(
+                    model_thread, load_runtime, settings, model_thread
+                )
             await start_runtime(active)
         except Exception as error:
             logger.error("the model could not be loaded: %s", error, exc_info=not isinstance(error, ValueError))

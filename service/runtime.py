@@ -7,8 +7,8 @@ dependency; nothing is a module-level global.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,13 +39,13 @@ class Runtime:
     inflight: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
 
-    def warm_up(self) -> None:
+    async def warm_up(self) -> None:
         """One real forward through the same path requests take; readiness waits for it."""
         policy = EncodingPolicy(self.settings.max_input_tokens, "left")
         sample = [{"role": "user", "content": "Warm-up: is the service ready?"},
                   {"role": "assistant", "content": "Yes."}]
         encoded = self.encoder.encode_conversations([sample, sample], policy, labels=["warm-up", "warm-up"])
-        self.batcher.run_now(encoded)
+        await self.batcher.run_on_model_thread(encoded)
         self.ready = True
 
     async def drain_and_close(self) -> None:
@@ -78,8 +78,11 @@ def resolve_model_dir(settings: ServiceSettings) -> Any:
     return ensure_demo_model(settings.cache_dir)
 
 
-def load_runtime(settings: ServiceSettings) -> Runtime:
-    """Load the model named by the settings and build everything that serves it (blocking)."""
+def load_runtime(settings: ServiceSettings, model_thread: ThreadPoolExecutor | None = None) -> Runtime:
+    """Load the model named by the settings and build everything that serves it (blocking).
+
+    Call it on `model_thread`, the executor the batcher will run forwards on (see `model_thread_executor`).
+    """
     from service.model.loading import load_reward_model
 
     model_dir = resolve_model_dir(settings)
@@ -91,7 +94,7 @@ def load_runtime(settings: ServiceSettings) -> Runtime:
             "serving the embedded DEMO model from %s: %s", model_dir, loaded.description or "random weights"
         )
     backend = build_backend(settings, loaded)
-    return build_runtime(settings, loaded, backend)
+    return build_runtime(settings, loaded, backend, model_thread)
 
 
 def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
@@ -107,7 +110,9 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
     )
 
 
-def build_runtime(settings: ServiceSettings, loaded: Any, backend: ScoringBackend) -> Runtime:
+def build_runtime(
+    settings: ServiceSettings, loaded: Any, backend: ScoringBackend, model_thread: ThreadPoolExecutor | None = None
+) -> Runtime:
     model = loaded.model
     card = ModelCard(
         name=loaded.name,
@@ -133,6 +138,7 @@ def build_runtime(settings: ServiceSettings, loaded: Any, backend: ScoringBacken
         max_queue_tokens=settings.max_queue_tokens,
         batch_wait_ms=settings.batch_wait_ms,
         share_prompts=settings.share_prompts,
+        model_thread=model_thread,
     )
     results = ResultCache(settings.result_cache_items) if settings.result_cache_items else None
     scorer = Scorer(card, encoder, batcher, results)
@@ -140,6 +146,6 @@ def build_runtime(settings: ServiceSettings, loaded: Any, backend: ScoringBacken
 
 
 async def start_runtime(runtime: Runtime) -> None:
-    """Start the batcher loop and warm up off the event loop."""
+    """Start the batcher loop and warm up on the model thread."""
     runtime.batcher.start()
-    await asyncio.to_thread(runtime.warm_up)
+    await runtime.warm_up()

@@ -8,6 +8,7 @@ stopped in `finally` (and at interpreter exit), and the scratch directory is rem
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import platform
@@ -148,7 +149,7 @@ def _run(
     s["pama_4096x19"] = inproc.pama_timing(objectives=objectives)
     say(f"in-process ceiling {single}")
     runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True)
-    runtime.warm_up()
+    asyncio.run(runtime.warm_up())
     s[f"in_process_{single}"] = _tagged(
         inproc.scorer_throughput(runtime, inproc.item_requests(chat["inproc"], 1), c).summary(),
         "in-process",
