@@ -10,11 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fake_service import FakeCluster, FakeRewardService  # noqa: E402
+from fake_service import FAST_RETRY, FakeCluster, FakeRewardService  # noqa: E402
 
-from clients import RetryPolicy, RewardClient  # noqa: E402
-
-FAST_RETRY = RetryPolicy(max_attempts=6, initial_backoff_s=0.001, max_backoff_s=0.01)
+from clients import RewardClient  # noqa: E402
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from clients import RetryPolicy
 from clients.protocol import (
     ErrorDetail,
     ErrorResponse,
@@ -39,6 +40,9 @@ from clients.protocol import (
     ScoreRequest,
     ScoreResponse,
 )
+
+FAST_RETRY = RetryPolicy(max_attempts=6, initial_backoff_s=0.001, max_backoff_s=0.01)
+"""Retries without real waiting, for tests against the fakes."""
 
 OBJECTIVES = ["helpsteer-helpfulness", "helpsteer-verbosity", "code-complexity"]
 

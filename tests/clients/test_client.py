@@ -8,8 +8,7 @@ import sys
 
 import httpx
 import pytest
-from conftest import FAST_RETRY
-from fake_service import OBJECTIVES, FakeCluster, FakeRewardService, fake_rewards
+from fake_service import FAST_RETRY, OBJECTIVES, FakeCluster, FakeRewardService, fake_rewards
 
 import clients
 from clients import (
