@@ -66,6 +66,7 @@ def create_app(settings: ServiceSettings | None = None, runtime: Runtime | None 
 
     app = FastAPI(title="paretorm", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
+    app.state.api_keys = settings.api_key_list()
     app.state.runtime = None
     app.state.load_error = None
     app.state.on_fatal = lambda: None  # the server replaces this with "stop the process"

@@ -19,11 +19,7 @@ def get_runtime(request: Request) -> Runtime:
 
 
 def authorized(request: Request) -> None:
-    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
-    settings = getattr(request.app.state, "settings", None)
-    keys = settings.api_key_list() if settings is not None else []
-    check_bearer(request, keys)
-    del runtime
+    check_bearer(request, request.app.state.api_keys)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -43,7 +43,6 @@ class _Request:
     """One `submit` call: its conversations' results arrive here."""
 
     future: asyncio.Future[list[ScoreRow]]
-    size: int
     rows: list[ScoreRow | None]
     remaining: int
     queue_seconds: float = 0.0
@@ -135,7 +134,7 @@ class Batcher:
                 retry_after_s=self._estimated_wait_s(),
             )
         loop = asyncio.get_running_loop()
-        request = _Request(future=loop.create_future(), size=len(conversations),
+        request = _Request(future=loop.create_future(),
                            rows=[None] * len(conversations), remaining=len(conversations))
         now = time.perf_counter()
         self._waiting.extend(
