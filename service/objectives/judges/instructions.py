@@ -179,6 +179,26 @@ def _affix(ends: bool) -> Any:
     return check
 
 
+def _affix_judge(ends: bool) -> Judge:
+    """`ends_with` / `starts_with`: the response ends (starts) with an exact phrase."""
+    where = "ends" if ends else "starts"
+    return Judge(
+        f"{where}_with",
+        f"The response {where} with an exact phrase (whitespace-trimmed).",
+        {
+            "type": "object",
+            "properties": {
+                "phrase": {"type": "string", "minLength": 1},
+                "case_sensitive": {"type": "boolean", "default": False},
+            },
+            "required": ["phrase"],
+            "additionalProperties": False,
+        },
+        _affix(ends=ends),
+        category="instruction",
+    )
+
+
 def _check_title(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext) -> JudgeVerdict:
     match = _TITLE.search(response)
     if match:
@@ -361,36 +381,8 @@ JUDGES: tuple[Judge, ...] = (
     _no_args("no_commas", "The response contains no commas.", _check_no_commas),
     _no_args("all_lowercase", "Every letter is lowercase.", _check_case(upper=False)),
     _no_args("all_uppercase", "Every letter is uppercase.", _check_case(upper=True)),
-    Judge(
-        "ends_with",
-        "The response ends with an exact phrase (whitespace-trimmed).",
-        {
-            "type": "object",
-            "properties": {
-                "phrase": {"type": "string", "minLength": 1},
-                "case_sensitive": {"type": "boolean", "default": False},
-            },
-            "required": ["phrase"],
-            "additionalProperties": False,
-        },
-        _affix(ends=True),
-        category="instruction",
-    ),
-    Judge(
-        "starts_with",
-        "The response starts with an exact phrase (whitespace-trimmed).",
-        {
-            "type": "object",
-            "properties": {
-                "phrase": {"type": "string", "minLength": 1},
-                "case_sensitive": {"type": "boolean", "default": False},
-            },
-            "required": ["phrase"],
-            "additionalProperties": False,
-        },
-        _affix(ends=False),
-        category="instruction",
-    ),
+    _affix_judge(ends=True),
+    _affix_judge(ends=False),
     _no_args(
         "title", "Contains a title wrapped in double angular brackets, like <<poem of joy>>.", _check_title
     ),
