@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 
+from clients.protocol import ModelInfo
 from service.engine.batcher import Batcher
 from service.engine.lru import ResultCache
 from service.engine.transformers_backend import ScoringBackend, TransformersBackend
 from service.scoring.encoding import ChatEncoder, EncodingPolicy
-from service.scoring.model_card import ModelCard, limits_from
+from service.scoring.model_card import model_card
 from service.scoring.scorer import Scorer
 from service.settings import ServiceSettings
 
@@ -30,7 +31,7 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 @dataclass
 class Runtime:
     settings: ServiceSettings
-    card: ModelCard
+    card: ModelInfo
     batcher: Batcher
     scorer: Scorer
     encoder: ChatEncoder
@@ -114,18 +115,7 @@ def build_runtime(
     settings: ServiceSettings, loaded: Any, backend: ScoringBackend, model_thread: ThreadPoolExecutor | None = None
 ) -> Runtime:
     model = loaded.model
-    card = ModelCard(
-        name=loaded.name,
-        revision=loaded.revision,
-        kind=loaded.kind,
-        objectives=tuple(model.objective_names),
-        dtype=settings.dtype,
-        device=settings.device,
-        backend=backend.name,
-        is_demo=loaded.is_demo,
-        description=loaded.description,
-        limits=limits_from(settings),
-    )
+    card = model_card(settings, loaded, backend.name)
     encoder = ChatEncoder(
         loaded.tokenizer,
         gate_pattern=getattr(model, "gating_token_pattern", None) if loaded.kind == "armorm" else None,

@@ -65,4 +65,4 @@ async def get_reward(
 
 @router.get("/v1/model", response_model=ModelInfo, tags=["model"], summary="The served model and limits")
 async def model_info(runtime: RuntimeDep) -> ModelInfo:
-    return runtime.card.info()
+    return runtime.card

@@ -125,20 +125,10 @@ def _run(
     for child in (service, no_share, naive):
         _wait(child, cfg.ready_timeout_s)
     backend_reason = vllm_reason
-    if vllm is not None:
-        try:
-            _wait(vllm, cfg.ready_timeout_s)
-        except (RuntimeError, TimeoutError) as error:
-            vllm_reason = f"the vLLM server did not start: {error}"
-            children.stop(vllm)
-            vllm = None
-    if backend is not None:
-        try:
-            _wait(backend, cfg.ready_timeout_s)
-        except (RuntimeError, TimeoutError) as error:
-            backend_reason = f"paretorm --backend vllm did not start: {error}"
-            children.stop(backend)
-            backend = None
+    vllm, vllm_reason = _ready_or_dropped(vllm, vllm_reason, "the vLLM server", children, cfg.ready_timeout_s)
+    backend, backend_reason = _ready_or_dropped(
+        backend, backend_reason, "paretorm --backend vllm", children, cfg.ready_timeout_s
+    )
 
     single, batch = f"{c}x1", f"{bc}x{bs}"
     s: dict[str, Any] = {}
@@ -300,6 +290,20 @@ def _run(
         "concurrency_sweep": sweep,
         "latency": latency,
     }
+
+
+def _ready_or_dropped(
+    child: ChildServer | None, reason: str | None, what: str, children: ProcessSet, timeout_s: float
+) -> tuple[ChildServer | None, str | None]:
+    """An optional server that fails to start is stopped and its rows report why, instead of failing the run."""
+    if child is None:
+        return None, reason
+    try:
+        _wait(child, timeout_s)
+    except (RuntimeError, TimeoutError) as error:
+        children.stop(child)
+        return None, f"{what} did not start: {error}"
+    return child, reason
 
 
 def _wait(child: ChildServer, timeout_s: float) -> None:

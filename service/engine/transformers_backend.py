@@ -51,12 +51,12 @@ class TransformersBackend:
         computed = 0
         plain: list[int] = []
         for unit in build_units(batch, self._share_prompts, max_items=len(batch) or 1):
-            key = batch[unit.members[0]].prefix_key() if self._share_prompts else None
+            key = batch[unit.members[0]].prefix_key() if unit.prefix_len else None
             cached = self._prefix_cache is not None and key is not None and key in self._prefix_cache
             if unit.shared or cached:
-                rows = self._run_shared([batch[i] for i in unit.members], batch[unit.members[0]].prefix_len)
-                suffixes = len(unit.members) * (unit.max_len - batch[unit.members[0]].prefix_len)
-                computed += suffixes + (0 if cached else batch[unit.members[0]].prefix_len)
+                rows = self._run_shared([batch[i] for i in unit.members], unit.prefix_len)
+                suffixes = len(unit.members) * (unit.max_len - unit.prefix_len)
+                computed += suffixes + (0 if cached else unit.prefix_len)
                 for position, index in enumerate(unit.members):
                     outputs[index] = rows[position]
             else:

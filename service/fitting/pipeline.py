@@ -20,7 +20,8 @@ from service.fitting.data import PreferenceData, Skip, read_intra_pairs, read_pr
 from service.fitting.debias import REFERENCE_CORR_THRESHOLD, REFERENCE_LAMBDA_GRID, DebiasConfig, DebiasResult
 from service.fitting.debias import find_verbosity_penalties
 from service.fitting.embed import BackboneEmbedder, Embeddings, cache_key, embed_with_cache
-from service.fitting.encoding import EncodedItem, derive_gate_pattern, encode_conversations
+from service.fitting.encoding import EncodedItem, encode_conversations
+from service.model.gate_pattern import derive_gate_pattern
 from service.fitting.gating_fit import GatingFitConfig, GatingFitResult, PreferencePairs, build_pairs, fit_gating
 from service.fitting.package import assemble_armorm, save_fitted_checkpoint
 from service.fitting.regression import RegressionResult, RidgeConfig, fit_regression_heads

@@ -31,6 +31,7 @@ from transformers import LlamaConfig, LlamaForSequenceClassification, PreTrained
 
 from .armorm import ArmoRMRewardModel
 from .config import ARMORM_OBJECTIVES, ArmoRMHeadConfig
+from .gate_pattern import derive_gate_pattern
 from .loading import save_armorm_checkpoint
 
 __all__ = [
@@ -127,38 +128,6 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
         padding_side="right",
         chat_template=ARMORM_CHAT_TEMPLATE,
     )
-
-
-def derive_gate_pattern(tokenizer: PreTrainedTokenizerFast) -> tuple[int, ...]:
-    """Ids from the ``<|eot_id|>`` before the last assistant header up to the response's first token.
-
-    Read from whole rendered conversations via character offsets, never from the header alone, and
-    checked against several response openings so the pattern does not depend on the response text.
-    """
-    found = {
-        _pattern_in_conversation(tokenizer, opening) for opening in ("Zq fine.", "sure", "1. Yes", '"Quoted"')
-    }
-    if len(found) != 1:
-        raise RuntimeError(
-            f"the gate pattern depends on the response's first characters ({sorted(found)}); this tokenizer "
-            "merges the assistant header with response text and cannot be used with an ArmoRM gate"
-        )
-    return found.pop()
-
-
-def _pattern_in_conversation(tokenizer: PreTrainedTokenizerFast, response: str) -> tuple[int, ...]:
-    messages = [{"role": "user", "content": "Hello there."}, {"role": "assistant", "content": response}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
-    assert isinstance(text, str)
-    response_start = text.rindex(response)
-    gate_start = text.rindex("<|eot_id|>", 0, response_start)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    first = next(i for i, (a, b) in enumerate(offsets) if a <= gate_start < b)
-    stop = next(i for i, (a, b) in enumerate(offsets) if b > response_start)
-    if offsets[stop][0] < response_start:
-        raise RuntimeError(f"a token of {text!r} straddles the assistant header and the response")
-    return tuple(int(t) for t in ids[first:stop])
 
 
 def build_tiny_armorm(

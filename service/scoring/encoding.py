@@ -35,6 +35,18 @@ def message_dicts(messages: Sequence[Message]) -> list[dict[str, str]]:
     return [message.model_dump() for message in messages]
 
 
+def render_conversation(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:
+    """The conversation as the checkpoint's chat template writes it (no generation prompt)."""
+    return str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=False))
+
+
+def tokenize_texts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """One batched tokenizer call; no special tokens added (the template already wrote the BOS)."""
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
 @dataclass(frozen=True)
 class EncodingPolicy:
     max_input_tokens: int
@@ -59,12 +71,10 @@ class ChatEncoder:
         return self._tokenizer
 
     def render(self, messages: list[dict[str, str]]) -> str:
-        return str(self._tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False))
+        return render_conversation(self._tokenizer, messages)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return [list(ids) for ids in self._tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+        return tokenize_texts(self._tokenizer, texts)
 
     def encode_conversations(
         self, conversations: Sequence[list[dict[str, str]]], policy: EncodingPolicy, *, labels: Sequence[str]

@@ -1,39 +1,15 @@
-"""What the service says about the model it serves (`GET /v1/model`), built once at start-up."""
+"""What the service says about the model it serves (`GET /v1/model`), built once at start-up.
+
+The card is the wire contract's `ModelInfo` itself: the scorer reads the objectives, revision and limits
+from the same object the route returns.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
 from clients.protocol import Limits, ModelInfo
 from service.settings import ServiceSettings
-
-
-@dataclass(frozen=True, slots=True)
-class ModelCard:
-    name: str
-    revision: str
-    kind: str
-    objectives: tuple[str, ...]
-    dtype: str
-    device: str
-    backend: str
-    is_demo: bool
-    description: str | None
-    limits: Limits
-
-    def info(self) -> ModelInfo:
-        return ModelInfo(
-            name=self.name,
-            revision=self.revision,
-            kind=self.kind,
-            objectives=list(self.objectives),
-            dtype=self.dtype,
-            device=self.device,
-            backend=self.backend,
-            is_demo=self.is_demo,
-            description=self.description,
-            limits=self.limits,
-        )
 
 
 def limits_from(settings: ServiceSettings) -> Limits:
@@ -44,4 +20,19 @@ def limits_from(settings: ServiceSettings) -> Limits:
         max_batch_tokens=settings.max_batch_tokens,
         max_queue_tokens=settings.max_queue_tokens,
         truncation=settings.truncation,
+    )
+
+
+def model_card(settings: ServiceSettings, loaded: Any, backend_name: str) -> ModelInfo:
+    return ModelInfo(
+        name=loaded.name,
+        revision=loaded.revision,
+        kind=loaded.kind,
+        objectives=list(loaded.model.objective_names),
+        dtype=settings.dtype,
+        device=settings.device,
+        backend=backend_name,
+        is_demo=loaded.is_demo,
+        description=loaded.description,
+        limits=limits_from(settings),
     )

@@ -19,6 +19,7 @@ from clients.protocol import (
     GetRewardResponse,
     GroupScores,
     ItemScore,
+    ModelInfo,
     ScoreRequest,
     ScoreResponse,
 )
@@ -31,7 +32,6 @@ from service.objectives.cgpo import calibrated_reward
 from service.objectives.directions import Direction, weights_vector
 from service.objectives.validation import ObjectiveInputError
 from service.scoring.encoding import ChatEncoder, EncodingPolicy, conversation, message_dicts
-from service.scoring.model_card import ModelCard
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class RequestPlan:
 
 class Scorer:
     def __init__(
-        self, card: ModelCard, encoder: ChatEncoder, batcher: Batcher, results: ResultCache | None = None
+        self, card: ModelInfo, encoder: ChatEncoder, batcher: Batcher, results: ResultCache | None = None
     ) -> None:
         self._card = card
         self._encoder = encoder
@@ -69,7 +69,7 @@ class Scorer:
         self._results = results
 
     @property
-    def card(self) -> ModelCard:
+    def card(self) -> ModelInfo:
         return self._card
 
     async def score(self, request: ScoreRequest) -> ScoreOutcome:
@@ -97,7 +97,7 @@ class Scorer:
         response = ScoreResponse(
             model=self._card.name,
             revision=self._card.revision,
-            objectives=list(self._card.objectives),
+            objectives=self._card.objectives,
             results=[result(r, b) for r, b in zip(plan.item_rows, plan.item_baseline_rows, strict=True)],
             groups=[
                 GroupScores(

@@ -12,12 +12,12 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from service.fitting.cli import main as fit_main
 from service.fitting.embed import BackboneEmbedder, cache_key, embed_with_cache
-from service.fitting.encoding import EncodedItem, derive_gate_pattern, encode_conversations
+from service.fitting.encoding import EncodedItem, encode_conversations
+from service.model.gate_pattern import derive_gate_pattern
 from service.fitting.gating_fit import GatingFitConfig
 from service.fitting.pipeline import FitConfig, run_fitting
 from service.model.loading import load_reward_model
 from service.model.tiny import build_tiny_tokenizer
-from service.model.tiny import derive_gate_pattern as llama3_gate_pattern
 from service.scoring.encoding import ChatEncoder, EncodingPolicy
 
 WORDS = "the capital of france is paris write a python function that returns sum list numbers sure here".split()
@@ -60,7 +60,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_generic_gate_pattern_matches_the_llama3_derivation() -> None:
     tok = build_tiny_tokenizer()
-    assert derive_gate_pattern(tok) == llama3_gate_pattern(tok)
+    pattern = derive_gate_pattern(tok)
+    assert tok.decode(list(pattern)) == "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
 
 
 def test_fit_serve_score_equal_in_process(backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
