@@ -21,7 +21,7 @@ _SERVE_FLAGS: dict[str, dict[str, object]] = {
     "truncation": {"choices": ["error", "left"], "help": "over the limit: 413, or cut the prompt from the left"},
     "max_items_per_request": {"type": int, "help": "most conversations per request"},
     "max_body_bytes": {"type": int, "help": "largest request body"},
-    "max_batch_tokens": {"type": int, "help": "padded tokens per forward pass"},
+    "max_batch_tokens": {"type": int, "help": "tokens per forward pass (real when packed, padded otherwise)"},
     "max_batch_items": {"type": int, "help": "conversations per forward pass"},
     "max_queue_tokens": {"type": int, "help": "tokens allowed to wait; beyond: 429"},
     "batch_wait_ms": {"type": float, "help": "how long to wait for more requests to batch"},
@@ -41,6 +41,8 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
                         help="allow pickle .bin weights (unsafe: only for checkpoints you trust)")
     parser.add_argument("--no-share-prompts", dest="share_prompts", action="store_false", default=None,
                         help="compute every conversation's prompt separately")
+    parser.add_argument("--no-packed", dest="packed", action="store_false", default=None,
+                        help="use transformers' padded forward instead of the packed one")
     parser.set_defaults(run=_run_serve)
 
 

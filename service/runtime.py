@@ -103,12 +103,18 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
         from service.engine.vllm_backend import VllmBackend
 
         return VllmBackend.from_loaded(loaded, settings)
-    return TransformersBackend(
+    backend = TransformersBackend(
         loaded.model,
         device=settings.device,
         share_prompts=settings.share_prompts,
         prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20),
+        packed=settings.packed,
     )
+    if backend.why_not_packed is None:
+        logger.info("packed forward: on")
+    else:
+        logger.info("packed forward: off (%s)", backend.why_not_packed)
+    return backend
 
 
 def build_runtime(

@@ -16,6 +16,7 @@ RATIOS: tuple[tuple[str, str, str], ...] = (
     ("http_{single} / vllm_classify_{single}", "http_{single}", "vllm_classify_{single}"),
     ("http_{batch} / vllm_classify_{batch}", "http_{batch}", "vllm_classify_{batch}"),
     ("http_{single} / in_process_{single}", "http_{single}", "in_process_{single}"),
+    ("in_process packed / padded {single}", "in_process_{single}", "in_process_padded_{single}"),
     ("http_{single} / naive_{single}", "http_{single}", "naive_{single}"),
     ("grpo_shared / grpo_unshared (in-process)", "grpo_in_process_shared", "grpo_in_process_unshared"),
     ("grpo_http_groups / grpo_http_unshared", "grpo_http_groups", "grpo_http_unshared"),
@@ -81,8 +82,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"{exact['max_abs_score_diff']:.2e}, rewards {exact['max_abs_reward_diff']:.2e} -> "
         f"{'OK' if exact['ok'] else 'FAIL'} (<= {exact['tolerance']})",
         f"padding on long-tailed lengths (p50 {padding['length_p50']}, p99 {padding['length_p99']} tokens): "
-        f"planner {padding['padding_ratio']:.3f} vs first-come batching {padding['fifo_padding_ratio']:.3f} "
-        "computed/real tokens",
+        f"{'packed' if padding.get('packed') else 'padded'} planner {padding['padding_ratio']:.3f}, "
+        f"padded planner {padding['padded_planner_ratio']:.3f}, first-come batching "
+        f"{padding['fifo_padding_ratio']:.3f} computed/real tokens",
         "",
         "ratios",
     ]

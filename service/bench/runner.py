@@ -146,6 +146,14 @@ def _run(
         c,
         1,
     )
+    say(f"in-process {single}, transformers' padded forward (--no-packed)")
+    padded_runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, packed=False)
+    s[f"in_process_padded_{single}"] = _tagged(
+        inproc.scorer_throughput(padded_runtime, inproc.item_requests(chat["inproc"], 1), c).summary(),
+        "in-process --no-packed",
+        c,
+        1,
+    )
     say("GRPO in-process, sharing on and off")
     for share in (True, False):
         rt = inproc.make_runtime(loaded, cfg.dtype, share_prompts=share)

@@ -25,6 +25,7 @@ import torch
 from clients.protocol import ScoreGroup, ScoreItem, ScoreRequest
 from service.bench.loadgen import LoadResult
 from service.bench.workload import ChatItem, GrpoGroup, conversation, flatten_groups
+from service.engine.planning import plan_batch
 from service.engine.transformers_backend import ScoringBackend, TransformersBackend
 from service.engine.types import EncodedConversation, ScoreRows
 from service.model.loading import LoadedRewardModel, load_reward_model
@@ -47,6 +48,10 @@ class RecordingBackend:
     def name(self) -> str:
         return self.inner.name
 
+    @property
+    def packed(self) -> bool:
+        return self.inner.packed
+
     def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
         rows = self.inner.run(batch)
         self.batches.append(([c.num_tokens for c in batch], rows.computed_tokens))
@@ -62,10 +67,11 @@ def make_runtime(
     dtype: str,
     *,
     share_prompts: bool,
+    packed: bool = True,
     wrap: Callable[[ScoringBackend], ScoringBackend] | None = None,
 ) -> Runtime:
-    settings = ServiceSettings(dtype=dtype, share_prompts=share_prompts)  # type: ignore[arg-type]
-    backend: ScoringBackend = TransformersBackend(loaded.model, share_prompts=share_prompts)
+    settings = ServiceSettings(dtype=dtype, share_prompts=share_prompts, packed=packed)  # type: ignore[arg-type]
+    backend: ScoringBackend = TransformersBackend(loaded.model, share_prompts=share_prompts, packed=packed)
     return build_runtime(settings, loaded, wrap(backend) if wrap else backend)
 
 
@@ -130,7 +136,7 @@ def scorer_throughput(runtime: Runtime, requests: Sequence[ScoreRequest], concur
 
 
 def exactness_fp32(model_dir: Path, groups: Sequence[GrpoGroup]) -> dict[str, Any]:
-    """Scores with the shared-prompt path vs every row computed whole, fp32, same batch; max |diff|."""
+    """The packed, shared-prompt path vs transformers' padded forward of every row whole (fp32); max |diff|."""
     loaded = load_model(model_dir, "float32")
     model = loaded.model
     encoder = ChatEncoder(
@@ -142,8 +148,9 @@ def exactness_fp32(model_dir: Path, groups: Sequence[GrpoGroup]) -> dict[str, An
         EncodingPolicy(4096, "error"),
         labels=[f"grpo[{k}]" for k in range(len(items))],
     )
+    # The shared, packed path against transformers' own padded forward of every row whole.
     shared = TransformersBackend(model, share_prompts=True).run(encoded)
-    unshared = TransformersBackend(model, share_prompts=False).run(encoded)
+    unshared = TransformersBackend(model, share_prompts=False, packed=False).run(encoded)
     diffs = {
         "max_abs_score_diff": float(np.max(np.abs(shared.score - unshared.score))),
         "max_abs_reward_diff": float(np.max(np.abs(shared.rewards - unshared.rewards))),
@@ -178,6 +185,20 @@ def fifo_padding_ratio(lengths: Sequence[int], max_batch_items: int, max_batch_t
     return padded / real if real else 1.0
 
 
+def padded_planner_ratio(lengths: Sequence[int], max_batch_items: int, max_batch_tokens: int) -> float:
+    """Padded/real tokens of the length-sorting planner on a padded backend (`--no-packed`), same burst."""
+    waiting = [EncodedConversation(tuple(range(length)), gate_index=0, prefix_len=0) for length in lengths]
+    padded = 0
+    while waiting:
+        chosen = plan_batch(
+            waiting, max_batch_tokens=max_batch_tokens, max_batch_items=max_batch_items, share_prompts=False
+        )
+        padded += len(chosen) * max(waiting[i].num_tokens for i in chosen)
+        picked = set(chosen)
+        waiting = [c for i, c in enumerate(waiting) if i not in picked]
+    return padded / sum(lengths) if lengths else 1.0
+
+
 def padding_scenario(loaded: LoadedRewardModel, dtype: str, items: Sequence[ChatItem]) -> dict[str, Any]:
     """All items arrive at once as single-item requests (a burst); the planner batches them."""
     recorder: list[RecordingBackend] = []
@@ -205,6 +226,10 @@ def padding_scenario(loaded: LoadedRewardModel, dtype: str, items: Sequence[Chat
         "real_tokens": real,
         "computed_tokens": computed,
         "padding_ratio": round(computed / real, 4) if real else 1.0,
+        "packed": recorder[0].packed,
+        "padded_planner_ratio": round(
+            padded_planner_ratio(request_lengths, settings.max_batch_items, settings.max_batch_tokens), 4
+        ),
         "fifo_padding_ratio": round(
             fifo_padding_ratio(request_lengths, settings.max_batch_items, settings.max_batch_tokens), 4
         ),

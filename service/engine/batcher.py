@@ -201,6 +201,7 @@ class Batcher:
             max_batch_tokens=self._max_batch_tokens,
             max_batch_items=self._max_batch_items,
             share_prompts=self._share_prompts,
+            packed=self._backend.packed,
         )
         chosen_set = set(chosen)
         batch = [self._waiting[i] for i in chosen]

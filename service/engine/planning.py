@@ -6,9 +6,10 @@ Pure functions, no asyncio and no torch, so the policy is tested on its own. The
 - units are sorted by length, so a batch holds neighbours in length and padding stays small;
 - the batch is seeded with the *oldest* unit and grows towards its length neighbours, so no request
   starves behind a stream of better-fitting ones;
-- the cost of a batch is what the backend will compute: padded tokens for plain items, and
-  `prefix + members x longest suffix` for a shared unit. It must fit `max_batch_tokens`, and the batch
-  holds at most `max_batch_items` conversations.
+- the cost of a batch is what the backend will compute: for a packed backend the real tokens (a shared
+  prompt once); otherwise padded tokens for plain items and `prefix + members x longest suffix` for a
+  shared unit. It must fit `max_batch_tokens`, and the batch holds at most `max_batch_items`
+  conversations.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Unit:
     prefix_len: int = 0
     max_len: int = 0
     oldest: int = 0  # smallest waiting index, i.e. arrival order
+    suffix_tokens: int = 0  # sum over members of (length - prefix_len)
 
     @property
     def shared(self) -> bool:
@@ -47,11 +49,14 @@ def build_units(waiting: Sequence[EncodedConversation], share_prompts: bool, max
                 by_prefix[key] = unit
         unit.members.append(index)
         unit.max_len = max(unit.max_len, conversation.num_tokens)
+        unit.suffix_tokens += conversation.num_tokens - unit.prefix_len
     return units
 
 
-def batch_cost(units: Sequence[Unit]) -> int:
+def batch_cost(units: Sequence[Unit], packed: bool = False) -> int:
     """Tokens the backend computes for these units: padded plain rows plus each shared unit's own pass."""
+    if packed:
+        return sum(unit.prefix_len + unit.suffix_tokens if unit.shared else unit.max_len for unit in units)
     plain = [unit for unit in units if not unit.shared]
     plain_cost = len(plain) * max((unit.max_len for unit in plain), default=0)
     shared_cost = sum(
@@ -66,6 +71,7 @@ def plan_batch(
     max_batch_tokens: int,
     max_batch_items: int,
     share_prompts: bool,
+    packed: bool = False,
 ) -> list[int]:
     """Indices (into `waiting`) of the conversations to run next; empty only when nothing waits.
 
@@ -87,7 +93,7 @@ def plan_batch(
             candidate = units[position]
             if count + len(candidate.members) > max_batch_items:
                 continue
-            if batch_cost([*chosen, candidate]) > max_batch_tokens:
+            if batch_cost([*chosen, candidate], packed) > max_batch_tokens:
                 continue
             chosen.append(candidate)
             count += len(candidate.members)

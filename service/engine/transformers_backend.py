@@ -1,7 +1,10 @@
 """The transformers backend: runs planned batches through the native model, exactly.
 
-Two paths, both exact against one-at-a-time forwards (causal attention: a token's state depends only on
-the tokens before it):
+For Llama-family ArmoRM backbones (the common case) the batch runs as one packed forward
+(`service.model.packed_decoder`, laid out by `service.engine.packing`): no padding in any token-wise
+operation, shared and cached prompts computed once, and only the read positions carried through the
+last layer. Other models take the padded path, two ways, both exact against one-at-a-time forwards
+(causal attention: a token's state depends only on the tokens before it):
 - plain rows are right-padded with the model's pad id and run as one batch; the reward state is read at
   each row's last real token and the gate state at its gate index;
 - rows sharing a prompt prefix (a GRPO group) run the prefix once, then all suffixes together on the
@@ -21,14 +24,17 @@ from transformers import DynamicCache
 
 from service.engine.lru import PrefixState, PrefixStateCache
 from service.engine.outputs import pack_output, rows_from_stacked
+from service.engine.packing import build_layout
 from service.engine.planning import build_units
 from service.engine.types import EncodedConversation, ScoreRows
+from service.model.packed_decoder import PackedDecoder, unsupported_reason
 
 
 class ScoringBackend(Protocol):
     """What the batcher needs from a backend."""
 
     name: str
+    packed: bool  # computes real tokens only: the planner budgets sum(tokens), not rows x longest
 
     def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows: ...
 
@@ -37,16 +43,39 @@ class TransformersBackend:
     name = "transformers"
 
     def __init__(
-        self, model: Any, *, device: str = "cpu", share_prompts: bool = True, prefix_cache_bytes: int = 0
+        self,
+        model: Any,
+        *,
+        device: str = "cpu",
+        share_prompts: bool = True,
+        prefix_cache_bytes: int = 0,
+        packed: bool = True,
     ) -> None:
         self._model = model
         self._device = torch.device(device)
         self._share_prompts = share_prompts and hasattr(model, "hidden_states")
         self._pad_id = int(model.pad_token_id if model.pad_token_id is not None else 0)
         self._prefix_cache = PrefixStateCache(prefix_cache_bytes) if self._share_prompts and prefix_cache_bytes else None
+        self._decoder = (
+            PackedDecoder(model.model)
+            if packed and hasattr(model, "hidden_states") and unsupported_reason(model.model) is None
+            else None
+        )
+        self.packed = self._decoder is not None
+
+    @property
+    def why_not_packed(self) -> str | None:
+        """None when batches run packed; else the reason (shown in the model card and logs)."""
+        if self._decoder is not None:
+            return None
+        if not hasattr(self._model, "hidden_states"):
+            return "sequence classifiers run through their own transformers forward"
+        return unsupported_reason(self._model.model) or "packing was turned off"
 
     @torch.inference_mode()
     def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
+        if self._decoder is not None:
+            return self._run_packed(batch)
         outputs: list[Any] = [None] * len(batch)
         computed = 0
         plain: list[int] = []
@@ -68,6 +97,28 @@ class TransformersBackend:
                 outputs[index] = rows[position]
         stacked = np.stack(outputs) if outputs else np.zeros((0, 0))
         return rows_from_stacked(stacked, computed)
+
+    def _run_packed(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
+        assert self._decoder is not None
+        units = build_units(batch, self._share_prompts, max_items=len(batch) or 1)
+        layout = build_layout(
+            batch,
+            units,
+            self._prefix_cache,
+            num_heads=self._decoder.num_heads,
+            dtype=self._model.backbone_dtype,
+            device=self._device,
+        )
+        hidden, kept = self._decoder.forward(layout.packed)  # (R, H)
+        reward_hidden = hidden.index_select(0, torch.tensor(layout.reward_readouts, device=self._device))
+        gate_hidden = torch.stack(
+            [hidden[g.readout] if g.cached is None else g.cached.to(hidden.dtype) for g in layout.gates]
+        )
+        if self._prefix_cache is not None:
+            for (key, gate_readout), layers in zip(layout.keep_keys, kept, strict=True):
+                self._prefix_cache.store(key, (hidden[gate_readout].clone(), layers))
+        stacked = pack_output(self._model.heads(reward_hidden, gate_hidden))
+        return rows_from_stacked(stacked, layout.computed_tokens)
 
     def _run_padded(self, rows: Sequence[EncodedConversation]) -> np.ndarray:
         lengths = torch.tensor([row.num_tokens for row in rows], device=self._device)

@@ -65,6 +65,7 @@ def export_backbone(loaded: Any, out_root: Path) -> Path:
 
 class VllmBackend:
     name = "vllm"
+    packed = False  # vLLM schedules its own tokens; the planner keeps the padded budget
 
     def __init__(self, llm: Any, heads_model: Any, *, device: str = "cpu") -> None:
         self._llm = llm

@@ -17,6 +17,7 @@ import pytest
 
 THROUGHPUT_ROWS = (
     "in_process_16x1",
+    "in_process_padded_16x1",
     "http_16x1",
     "http_2x16",
     "naive_16x1",
@@ -84,6 +85,7 @@ def test_ratios_exactness_padding_pama_and_latency(quick_run: tuple[dict, str]) 
         "grpo_shared / grpo_unshared (in-process)",
         "grpo_http_groups / grpo_http_unshared",
         "padding: fifo / planner",
+        "in_process packed / padded 16x1",
     ):
         assert isinstance(ratios[name], float) and ratios[name] > 0, (name, ratios[name])
     exact = result["scenarios"]["exactness_fp32"]
@@ -91,6 +93,8 @@ def test_ratios_exactness_padding_pama_and_latency(quick_run: tuple[dict, str]) 
     assert exact["computed_tokens_shared"] < exact["computed_tokens_unshared"]  # the prompt really was shared
     padding = result["scenarios"]["padding_long_tail"]
     assert padding["items"] == 48 and padding["computed_tokens"] >= padding["real_tokens"] > 0
+    assert padding["packed"] and padding["padding_ratio"] == 1.0  # packed: every token once, no padding
+    assert padding["fifo_padding_ratio"] >= padding["padded_planner_ratio"] >= 1.0
     assert padding["fifo_padding_ratio"] >= 1.0 and padding["length_max"] > 2 * padding["length_p50"]
     assert result["scenarios"]["pama_4096x19"]["best_ms"] > 0
     points = result["latency"]["paretorm"]

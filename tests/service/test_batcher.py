@@ -18,6 +18,7 @@ class FakeBackend:
     """Scores a conversation as its first token id; records every batch; can block or fail on demand."""
 
     name = "fake"
+    packed = False
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []

@@ -45,3 +45,16 @@ def test_shared_prefix_units_stay_together_and_cost_less() -> None:
 
 def test_empty_queue_plans_nothing() -> None:
     assert plan_batch([], max_batch_tokens=100, max_batch_items=4, share_prompts=True) == []
+
+
+def test_a_packed_backend_is_budgeted_by_real_tokens() -> None:
+    waiting = [conv(n) for n in (10, 50, 12)]
+    units = build_units(waiting, share_prompts=False, max_items=64)
+    assert batch_cost(units) == 3 * 50  # padded to the longest
+    assert batch_cost(units, packed=True) == 72  # every token once
+    prompt = tuple(range(40))
+    group = build_units([conv(45, prompt), conv(60, prompt)], share_prompts=True, max_items=64)
+    assert batch_cost(group, packed=True) == 40 + 5 + 20  # the prompt once, each response's own tokens
+    # Under a 75-token budget the packed planner takes all three; the padded one cannot.
+    assert plan_batch(waiting, max_batch_tokens=75, max_batch_items=8, share_prompts=False, packed=True) == [0, 1, 2]
+    assert len(plan_batch(waiting, max_batch_tokens=75, max_batch_items=8, share_prompts=False)) < 3

@@ -1,0 +1,130 @@
+"""A packed forward of a Llama-family backbone that computes only what a reward model reads.
+
+The transformers forward pads every row to the longest and computes every position of every layer. A
+reward model reads two states per conversation (the reward token and the gate token), so this forward:
+- runs the token-wise work (embedding, norms, projections, MLP) on the real tokens laid end to end, with
+  each token's own rotary position (no padding at all);
+- runs attention per sequence in length buckets (`packed_attention`), which is also how a GRPO prompt is
+  computed once and read by every response, and how a prompt cached by an earlier batch is reused;
+- in the last layer, computes keys and values for every row but queries, attention output, MLP and the
+  final norm only for the rows whose states are read (on a 4-layer backbone that is ~20% of the GEMM work).
+
+It calls the backbone's own modules (`input_layernorm`, `q_proj`, ..., `mlp`, `norm`, `rotary_emb`), so the
+arithmetic is transformers' own and the weights are shared, not copied; only the orchestration is ours.
+`unsupported_reason` says which backbones follow that structure exactly; others use the padded path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers.models.llama.modeling_llama import rotate_half
+
+from .packed_attention import AttentionBucket, attend
+
+__all__ = ["PackedDecoder", "PackedInput", "unsupported_reason"]
+
+_DECODER_TYPES = {"llama", "mistral", "qwen2"}
+
+
+def unsupported_reason(backbone: Any) -> str | None:
+    """None when `backbone` is a decoder this forward reproduces exactly; else why not."""
+    config = getattr(backbone, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in _DECODER_TYPES:
+        return f"model_type {model_type!r} is not one of {sorted(_DECODER_TYPES)}"
+    if getattr(config, "sliding_window", None) is not None and (
+        model_type == "mistral" or getattr(config, "use_sliding_window", False)
+    ):
+        return "sliding-window attention is not implemented by the packed forward"
+    layer_types = set(getattr(config, "layer_types", None) or ["full_attention"])
+    if layer_types != {"full_attention"}:
+        return f"layer types {sorted(layer_types)} (only full attention is packed)"
+    needed = ("embed_tokens", "layers", "norm", "rotary_emb")
+    if not all(hasattr(backbone, name) for name in needed):
+        return f"the backbone lacks one of {needed}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PackedInput:
+    """Everything one packed forward needs, built by the engine (see `service.engine.packing`).
+
+    The key pool of a layer is the computed rows' keys (row i = computed token i) followed by the cached
+    prompts' keys in `cached` order.
+    """
+
+    input_ids: torch.Tensor  # (T,) tokens to compute
+    positions: torch.Tensor  # (T,) rotary positions
+    buckets: list[AttentionBucket]  # every computed row is a query
+    readout_rows: torch.Tensor  # (R,) computed rows whose final states are returned
+    readout_buckets: list[AttentionBucket]  # last layer: queries are the readout rows, in readout order
+    cached: Sequence[list[tuple[torch.Tensor, torch.Tensor]]] = ()  # per cached prompt, per layer (k, v)
+    keep: Sequence[torch.Tensor] = field(default_factory=list)  # computed rows whose keys/values to return
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """transformers' `apply_rotary_pos_emb` for one tensor laid out (rows, heads, head_dim)."""
+    cos, sin = cos[:, None, :], sin[:, None, :]
+    return (x * cos) + (rotate_half(x) * sin)
+
+
+class PackedDecoder:
+    """Runs `PackedInput`s through a supported transformers backbone (weights shared with it)."""
+
+    def __init__(self, backbone: Any) -> None:
+        reason = unsupported_reason(backbone)
+        if reason is not None:
+            raise ValueError(f"the packed forward does not support this backbone: {reason}")
+        config = backbone.config
+        self._backbone = backbone
+        self._heads = int(config.num_attention_heads)
+        self._kv_heads = int(config.num_key_value_heads or config.num_attention_heads)
+        self._head_dim = int(backbone.layers[0].self_attn.head_dim)
+
+    @property
+    def num_heads(self) -> int:
+        return self._heads
+
+    @torch.inference_mode()
+    def forward(
+        self, packed: PackedInput
+    ) -> tuple[torch.Tensor, list[list[tuple[torch.Tensor, torch.Tensor]]]]:
+        """Final-norm states of the readout rows (R, H), and per kept range the per-layer keys/values in
+        the layout transformers' cache uses, (1, kv_heads, rows, head_dim)."""
+        backbone = self._backbone
+        rows = packed.input_ids.shape[0]
+        x = backbone.embed_tokens(packed.input_ids)  # (T, H)
+        cos, sin = backbone.rotary_emb(x[None], packed.positions[None])
+        cos, sin = cos[0], sin[0]  # (T, head_dim)
+        readout = packed.readout_rows
+        kept: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in packed.keep]
+        layers = backbone.layers
+        for index, layer in enumerate(layers):
+            last = index == len(layers) - 1
+            attention = layer.self_attn
+            h = layer.input_layernorm(x)
+            keys = _rotate(attention.k_proj(h).view(rows, self._kv_heads, self._head_dim), cos, sin)
+            values = attention.v_proj(h).view(rows, self._kv_heads, self._head_dim)
+            for slot, kept_rows in enumerate(packed.keep):
+                kept[slot].append(
+                    (keys.index_select(0, kept_rows).transpose(0, 1)[None],
+                     values.index_select(0, kept_rows).transpose(0, 1)[None])
+                )
+            if packed.cached:
+                keys = torch.cat([keys, *(state[index][0][0].transpose(0, 1) for state in packed.cached)])
+                values = torch.cat([values, *(state[index][1][0].transpose(0, 1) for state in packed.cached)])
+            if last:
+                h, residual = h.index_select(0, readout), x.index_select(0, readout)
+                q_cos, q_sin = cos.index_select(0, readout), sin.index_select(0, readout)
+                buckets = packed.readout_buckets
+            else:
+                residual, q_cos, q_sin, buckets = x, cos, sin, packed.buckets
+            query = _rotate(attention.q_proj(h).view(h.shape[0], self._heads, self._head_dim), q_cos, q_sin)
+            mixed = attend(query, keys, values, buckets, attention.scaling)
+            x = residual + attention.o_proj(mixed.reshape(h.shape[0], self._heads * self._head_dim))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return backbone.norm(x), kept
