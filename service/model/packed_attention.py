@@ -19,10 +19,10 @@ Pure torch: no transformers, no engine types. Plans are built once per forward a
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = ["AttentionBucket", "AttentionSequence", "attend", "plan_attention"]
@@ -37,7 +37,8 @@ class AttentionSequence:
     """Query rows and the key rows they read. Positions decide visibility (key position <= query position).
 
     `query_rows` index the layer's query rows; `key_rows` index the key pool (computed rows first, then
-    cached prompt rows, as the decoder lays them out).
+    cached prompt rows, as the decoder lays them out). Keys are in ascending position order; queries are
+    chunked in the order given, so ascending queries also skip the most keys.
     """
 
     query_rows: Sequence[int]
@@ -59,10 +60,10 @@ class AttentionBucket:
 
 @dataclass(frozen=True, slots=True)
 class _Chunk:
-    query_rows: Sequence[int]
-    query_positions: Sequence[int]
-    key_rows: Sequence[int]
-    key_positions: Sequence[int]
+    query_rows: np.ndarray
+    query_positions: np.ndarray
+    key_rows: np.ndarray
+    key_positions: np.ndarray
 
     @property
     def work(self) -> int:
@@ -71,22 +72,16 @@ class _Chunk:
 
 def _chunks(sequence: AttentionSequence) -> list[_Chunk]:
     """Split a sequence's queries into runs of QUERY_CHUNK rows, each with only the keys it can see."""
-    order = sorted(range(len(sequence.query_rows)), key=lambda i: sequence.query_positions[i])
-    key_order = sorted(range(len(sequence.key_rows)), key=lambda i: sequence.key_positions[i])
-    keys = [sequence.key_rows[i] for i in key_order]
-    key_positions = [sequence.key_positions[i] for i in key_order]
+    query_rows = np.asarray(sequence.query_rows, dtype=np.int64)
+    query_positions = np.asarray(sequence.query_positions, dtype=np.int64)
+    key_rows = np.asarray(sequence.key_rows, dtype=np.int64)
+    key_positions = np.asarray(sequence.key_positions, dtype=np.int64)
     chunks = []
-    for start in range(0, len(order), QUERY_CHUNK):
-        picked = order[start : start + QUERY_CHUNK]
-        last = sequence.query_positions[picked[-1]]
-        visible = bisect.bisect_right(key_positions, last)
+    for start in range(0, len(query_rows), QUERY_CHUNK):
+        stop = start + QUERY_CHUNK
+        visible = int(np.searchsorted(key_positions, query_positions[start:stop].max(), "right"))
         chunks.append(
-            _Chunk(
-                query_rows=[sequence.query_rows[i] for i in picked],
-                query_positions=[sequence.query_positions[i] for i in picked],
-                key_rows=keys[:visible],
-                key_positions=key_positions[:visible],
-            )
+            _Chunk(query_rows[start:stop], query_positions[start:stop], key_rows[:visible], key_positions[:visible])
         )
     return chunks
 
@@ -95,29 +90,25 @@ def _bucket(chunks: Sequence[_Chunk], dtype: torch.dtype, device: torch.device) 
     n = len(chunks)
     lq = max(len(chunk.query_rows) for chunk in chunks)
     lk = max(len(chunk.key_rows) for chunk in chunks)
-    query_index = torch.zeros(n, lq, dtype=torch.long)
-    key_index = torch.zeros(n, lk, dtype=torch.long)
-    query_positions = torch.full((n, lq), -1, dtype=torch.long)  # padded queries see every key (no NaN rows)
-    key_positions = torch.full((n, lk), torch.iinfo(torch.long).max, dtype=torch.long)  # padded keys: never
-    real_slots: list[int] = []
-    real_rows: list[int] = []
+    query_index = np.zeros((n, lq), dtype=np.int64)
+    key_index = np.zeros((n, lk), dtype=np.int64)
+    query_positions = np.full((n, lq), -1, dtype=np.int64)  # padded queries see every key (no NaN rows)
+    key_positions = np.full((n, lk), np.iinfo(np.int64).max, dtype=np.int64)  # padded keys: seen by none
     for i, chunk in enumerate(chunks):
         q, k = len(chunk.query_rows), len(chunk.key_rows)
-        query_index[i, :q] = torch.tensor(chunk.query_rows, dtype=torch.long)
-        query_positions[i, :q] = torch.tensor(chunk.query_positions, dtype=torch.long)
-        key_index[i, :k] = torch.tensor(chunk.key_rows, dtype=torch.long)
-        key_positions[i, :k] = torch.tensor(chunk.key_positions, dtype=torch.long)
-        real_slots.extend(range(i * lq, i * lq + q))
-        real_rows.extend(chunk.query_rows)
-    visible = key_positions[:, None, :] <= query_positions[:, :, None]  # (n, Lq, Lk)
-    visible |= (query_positions < 0)[:, :, None]
-    bias = torch.zeros(n, lq, lk, dtype=dtype).masked_fill_(~visible, float("-inf"))
+        query_index[i, :q] = chunk.query_rows
+        query_positions[i, :q] = chunk.query_positions
+        key_index[i, :k] = chunk.key_rows
+        key_positions[i, :k] = chunk.key_positions
+    real = query_positions >= 0
+    visible = (key_positions[:, None, :] <= query_positions[:, :, None]) | ~real[:, :, None]  # (n, Lq, Lk)
+    bias = torch.zeros(n, lq, lk, dtype=dtype).masked_fill_(torch.from_numpy(~visible), float("-inf"))
     return AttentionBucket(
-        query_index=query_index.to(device),
-        key_index=key_index.to(device),
+        query_index=torch.from_numpy(query_index).to(device),
+        key_index=torch.from_numpy(key_index).to(device),
         bias=bias[:, None, None].to(device),
-        real_slots=torch.tensor(real_slots, dtype=torch.long, device=device),
-        real_rows=torch.tensor(real_rows, dtype=torch.long, device=device),
+        real_slots=torch.from_numpy(np.flatnonzero(real)).to(device),
+        real_rows=torch.from_numpy(query_index[real]).to(device),
     )
 
 

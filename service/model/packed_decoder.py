@@ -46,6 +46,13 @@ def unsupported_reason(backbone: Any) -> str | None:
     needed = ("embed_tokens", "layers", "norm", "rotary_emb")
     if not all(hasattr(backbone, name) for name in needed):
         return f"the backbone lacks one of {needed}"
+    parts = ("input_layernorm", "post_attention_layernorm", "mlp", "self_attn")
+    projections = ("q_proj", "k_proj", "v_proj", "o_proj")
+    for layer in backbone.layers:
+        if not all(hasattr(layer, part) for part in parts) or not all(
+            hasattr(layer.self_attn, name) for name in projections
+        ):
+            return f"a decoder layer lacks one of {parts + projections}"
     return None
 
 
