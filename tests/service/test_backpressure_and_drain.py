@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.service_process import ServiceProcess
 
@@ -34,7 +35,8 @@ def test_flood_gets_429_while_every_accepted_request_completes(tiny_armorm_dir: 
                 assert int(answer.headers["retry-after"]) >= 1
                 assert "queue is full" in answer.json()["error"]["message"]
             else:
-                assert answer.json()["results"][0]["score"] == expected
+                # Equal within fp32 noise: batched identical items share their prompt, a lone one does not.
+                assert answer.json()["results"][0]["score"] == pytest.approx(expected, abs=1e-5)
         assert post_score(service.url).status_code == 200
 
 
