@@ -161,6 +161,11 @@ class ModelInfo(BaseModel):
     dtype: str
     device: str
     backend: str
+    forward: str | None = Field(
+        default=None,
+        description="How the transformers backend runs a batch: `packed` (real tokens only, shared prompts "
+        "once) or `padded (<why>)`; null for the vllm backend.",
+    )
     is_demo: bool = Field(description="True for the embedded random-weight demo model: its scores mean nothing.")
     description: str | None = None
     limits: Limits

@@ -110,10 +110,7 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
         prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20),
         packed=settings.packed,
     )
-    if backend.why_not_packed is None:
-        logger.info("packed forward: on")
-    else:
-        logger.info("packed forward: off (%s)", backend.why_not_packed)
+    logger.info("transformers backend forward: %s", backend.forward)
     return backend
 
 
@@ -121,7 +118,7 @@ def build_runtime(
     settings: ServiceSettings, loaded: Any, backend: ScoringBackend, model_thread: ThreadPoolExecutor | None = None
 ) -> Runtime:
     model = loaded.model
-    card = model_card(settings, loaded, backend.name)
+    card = model_card(settings, loaded, backend.name, getattr(backend, "forward", None))
     encoder = ChatEncoder(
         loaded.tokenizer,
         gate_pattern=getattr(model, "gating_token_pattern", None) if loaded.kind == "armorm" else None,

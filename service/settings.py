@@ -51,7 +51,11 @@ class ServiceSettings(BaseSettings):
     )
     max_items_per_request: int = Field(default=1024, ge=1)
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
-    max_batch_tokens: int = Field(default=16384, ge=16, description="Tokens per forward pass: real tokens on the packed forward, padded ones otherwise.")
+    max_batch_tokens: int = Field(
+        default=16384,
+        ge=16,
+        description="Tokens per forward pass: real tokens on the packed forward, padded ones otherwise.",
+    )
     max_batch_items: int = Field(default=64, ge=1, description="Conversations per forward pass.")
     max_queue_tokens: int = Field(default=1_000_000, ge=16, description="Tokens waiting; beyond this: 429.")
     batch_wait_ms: float = Field(

@@ -64,13 +64,13 @@ class TransformersBackend:
         self.packed = self._decoder is not None
 
     @property
-    def why_not_packed(self) -> str | None:
-        """None when batches run packed; else the reason (shown in the model card and logs)."""
+    def forward(self) -> str:
+        """`packed`, or `padded (<why>)`: shown in the model card and the start-up log."""
         if self._decoder is not None:
-            return None
+            return "packed"
         if not hasattr(self._model, "hidden_states"):
-            return "sequence classifiers run through their own transformers forward"
-        return unsupported_reason(self._model.model) or "packing was turned off"
+            return "padded (sequence classifiers run their own transformers forward)"
+        return f"padded ({unsupported_reason(self._model.model) or 'packing turned off with --no-packed'})"
 
     @torch.inference_mode()
     def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows:

@@ -23,7 +23,7 @@ def limits_from(settings: ServiceSettings) -> Limits:
     )
 
 
-def model_card(settings: ServiceSettings, loaded: Any, backend_name: str) -> ModelInfo:
+def model_card(settings: ServiceSettings, loaded: Any, backend_name: str, forward: str | None = None) -> ModelInfo:
     return ModelInfo(
         name=loaded.name,
         revision=loaded.revision,
@@ -32,6 +32,7 @@ def model_card(settings: ServiceSettings, loaded: Any, backend_name: str) -> Mod
         dtype=settings.dtype,
         device=settings.device,
         backend=backend_name,
+        forward=forward,
         is_demo=loaded.is_demo,
         description=loaded.description,
         limits=limits_from(settings),

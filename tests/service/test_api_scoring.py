@@ -139,6 +139,7 @@ def test_model_info_reports_limits_and_demo_flag(http: httpx.Client, loaded_mode
     info = http.get("/v1/model").json()
     assert info["objectives"] == list(loaded_model.model.objective_names)
     assert info["kind"] == "armorm" and info["is_demo"] is False and info["dtype"] == "float32"
+    assert info["backend"] == "transformers" and info["forward"] == "packed"
     assert info["limits"]["max_input_tokens"] == 256 and info["limits"]["max_items_per_request"] == 64
     assert info["revision"] == loaded_model.revision
 

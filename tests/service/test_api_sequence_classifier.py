@@ -26,6 +26,7 @@ def test_sequence_classifier_serves_named_objectives_and_mean_score(tiny_seqcls_
         body = httpx.post(service.url + "/v1/score", timeout=30, json={
             "items": [{"messages": messages}], "weights": {info["objectives"][1]: 2.0}}).json()
     assert info["kind"] == "sequence-classification"
+    assert info["forward"].startswith("padded (sequence classifiers")
     assert info["objectives"] == [loaded.model.config.id2label[i] for i in range(3)]
     result = body["results"][0]
     np.testing.assert_allclose(result["rewards"], logits, atol=1e-5)

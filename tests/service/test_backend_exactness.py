@@ -37,6 +37,7 @@ def test_batches_with_and_without_sharing_equal_single_forwards(loaded_model, pa
     for share in (False, True):
         backend = TransformersBackend(loaded_model.model, share_prompts=share, packed=packed)
         assert backend.packed is packed
+        assert backend.forward == ("packed" if packed else "padded (packing turned off with --no-packed)")
         rows = backend.run(encoded)
         got = np.concatenate([rows.rewards, rows.gating, rows.score[:, None]], axis=1)
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)

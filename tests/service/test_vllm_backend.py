@@ -28,7 +28,7 @@ def test_vllm_backend_serves_the_same_api_within_bf16_noise(
             "--max-input-tokens", "256", "--max-batch-tokens", "4096"]
     with ServiceProcess(tiny_armorm_dir, args=args, log_path=tmp_path / "vllm.log") as vllm_service:
         info = httpx.get(vllm_service.url + "/v1/model", timeout=30).json()
-        assert info["backend"] == "vllm" and info["dtype"] == "bfloat16"
+        assert info["backend"] == "vllm" and info["dtype"] == "bfloat16" and info["forward"] is None
         served = httpx.post(vllm_service.url + "/v1/score", json=body, timeout=120).json()
         bad = httpx.post(vllm_service.url + "/v1/score", timeout=30,
                          json={"items": [{"messages": [{"role": "user", "content": "no reply"}]}]})
