@@ -82,7 +82,8 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 class PackedDecoder:
     """Runs `PackedInput`s through a supported transformers backbone (weights shared with it)."""
 
-    def __init__(self, backbone: Any) -> None:
+    def __init__(self, backbone: Any, *, attention_kernel: str | None = None) -> None:
+        """`attention_kernel`: see `packed_attention.attend`; by default `matmul` on CPUs, `sdpa` elsewhere."""
         reason = unsupported_reason(backbone)
         if reason is not None:
             raise ValueError(f"the packed forward does not support this backbone: {reason}")
@@ -91,6 +92,7 @@ class PackedDecoder:
         self._heads = int(config.num_attention_heads)
         self._kv_heads = int(config.num_key_value_heads or config.num_attention_heads)
         self._head_dim = int(backbone.layers[0].self_attn.head_dim)
+        self._attention_kernel = attention_kernel
 
     @property
     def num_heads(self) -> int:
@@ -109,6 +111,7 @@ class PackedDecoder:
         cos, sin = cos[0], sin[0]  # (T, head_dim)
         readout = packed.readout_rows
         kept: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in packed.keep]
+        kernel = self._attention_kernel or ("matmul" if x.device.type == "cpu" else "sdpa")
         layers = backbone.layers
         for index, layer in enumerate(layers):
             last = index == len(layers) - 1
@@ -131,7 +134,7 @@ class PackedDecoder:
             else:
                 residual, q_cos, q_sin, buckets = x, cos, sin, packed.buckets
             query = _rotate(attention.q_proj(h).view(h.shape[0], self._heads, self._head_dim), q_cos, q_sin)
-            mixed = attend(query, keys, values, buckets, attention.scaling)
+            mixed = attend(query, keys, values, buckets, attention.scaling, kernel=kernel)
             x = residual + attention.o_proj(mixed.reshape(h.shape[0], self._heads * self._head_dim))
             x = x + layer.mlp(layer.post_attention_layernorm(x))
         return backbone.norm(x), kept

@@ -23,7 +23,8 @@ def reference_attention(q, keys, values, sequence, scaling):  # type: ignore[no-
     return out.transpose(0, 1)  # (Lq, Hq, D)
 
 
-def test_bucketed_attention_equals_masked_sdpa_per_sequence() -> None:
+@pytest.mark.parametrize("kernel", ["matmul", "sdpa"])
+def test_bucketed_attention_equals_masked_sdpa_per_sequence(kernel: str) -> None:
     torch.manual_seed(0)
     sequences = []
     rows = 0
@@ -44,7 +45,7 @@ def test_bucketed_attention_equals_masked_sdpa_per_sequence() -> None:
     buckets = plan_attention(sequences, num_heads=HEADS, dtype=torch.float32, device=torch.device("cpu"))
     answered = torch.cat([bucket.real_rows for bucket in buckets])
     assert sorted(answered.tolist()) == list(range(rows))  # every query row exactly once
-    got = attend(q, keys, values, buckets, scaling=DIM**-0.5)
+    got = attend(q, keys, values, buckets, scaling=DIM**-0.5, kernel=kernel)
     for sequence in sequences:
         expected = reference_attention(q, keys, values, sequence, DIM**-0.5)
         torch.testing.assert_close(got[list(sequence.query_rows)], expected, atol=1e-5, rtol=0)
@@ -63,12 +64,16 @@ def test_buckets_stay_under_the_score_budget_and_skip_most_of_the_upper_triangle
     assert computed < 0.6 * length * length  # causal chunking: about half of the full square
 
 
-def test_a_padded_query_slot_never_produces_nan() -> None:
+@pytest.mark.parametrize("kernel", ["matmul", "sdpa"])
+def test_a_padded_query_slot_never_produces_nan(kernel: str) -> None:
     sequences = [AttentionSequence([0], [0], [0], [0]), AttentionSequence([1, 2], [0, 1], [1, 2], [0, 1])]
     buckets = plan_attention(sequences, num_heads=HEADS, dtype=torch.float32, device=torch.device("cpu"))
     out = attend(torch.randn(3, HEADS, DIM), torch.randn(3, KV_HEADS, DIM), torch.randn(3, KV_HEADS, DIM),
-                 buckets, scaling=1.0)
+                 buckets, scaling=1.0, kernel=kernel)
     assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="unknown attention kernel"):
+        attend(torch.randn(3, HEADS, DIM), torch.randn(3, KV_HEADS, DIM), torch.randn(3, KV_HEADS, DIM),
+               buckets, scaling=1.0, kernel="flash")
 
 
 def _backbone(config_class, **extra):  # type: ignore[no-untyped-def]
@@ -121,9 +126,10 @@ def test_decoder_readouts_equal_the_transformers_forward(config_class, extra) ->
         readout_rows=torch.tensor(readout_rows),
         readout_buckets=plan_attention(readout_sequences, num_heads=HEADS, dtype=torch.float32, device=cpu),
     )
-    hidden, _ = PackedDecoder(backbone).forward(packed)
-    for k, (i, p) in enumerate(reads):
-        torch.testing.assert_close(hidden[k], expected[i][p], atol=1e-5, rtol=0)
+    for kernel in ("matmul", "sdpa"):  # sdpa is the accelerator default; both must equal transformers
+        hidden, _ = PackedDecoder(backbone, attention_kernel=kernel).forward(packed)
+        for k, (i, p) in enumerate(reads):
+            torch.testing.assert_close(hidden[k], expected[i][p], atol=1e-5, rtol=0)
 
 
 def test_backbones_the_packed_forward_cannot_reproduce_are_named() -> None:
