@@ -46,7 +46,7 @@ class _Builder:
         self.tokens: list[int] = []
         self.positions: list[int] = []
         self.readouts: list[int] = []  # computed rows, in readout order, each once
-        self._readout_of: dict[int, int] = {}
+        self.readout_of: dict[int, int] = {}  # computed row -> its position in `readouts`
         self.sequences: list[tuple[list[int], list[int], list[int], list[int]]] = []  # rows, positions, keys
 
     def add_rows(self, tokens: Sequence[int], first_position: int) -> list[int]:
@@ -56,10 +56,10 @@ class _Builder:
         return list(range(start, start + len(tokens)))
 
     def readout(self, row: int) -> int:
-        if row not in self._readout_of:
-            self._readout_of[row] = len(self.readouts)
+        if row not in self.readout_of:
+            self.readout_of[row] = len(self.readouts)
             self.readouts.append(row)
-        return self._readout_of[row]
+        return self.readout_of[row]
 
 
 def build_layout(
@@ -75,7 +75,7 @@ def build_layout(
     reward: list[int] = [-1] * len(batch)
     gates: list[GateSource] = [GateSource()] * len(batch)
     cached_states: list[PrefixState] = []
-    cached_rows: list[tuple[int, int]] = []  # per cached prompt: (index in cached_states, prompt length)
+    cached_rows: list[tuple[int, int]] = []  # per cached prompt: (first row in the key pool, prompt length)
     keep: list[tuple[tuple[int, ...], list[int], int]] = []  # (key, computed rows, gate readout)
     # Sequences whose keys live in cached prompts are finished once the pool offsets are known.
     pending_cached: list[tuple[int, list[int], list[int]]] = []  # (cached index, branch rows, positions)
@@ -122,7 +122,7 @@ def build_layout(
         )
 
     sequences = [AttentionSequence(q, qp, k, kp) for q, qp, k, kp in builder.sequences]
-    readout_of = {row: position for position, row in enumerate(builder.readouts)}
+    readout_of = builder.readout_of
     readout_sequences = [
         AttentionSequence(
             [readout_of[row] for row in s.query_rows if row in readout_of],
