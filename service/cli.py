@@ -16,6 +16,7 @@ _SERVE_FLAGS: dict[str, dict[str, object]] = {
     "dtype": {"choices": ["float32", "bfloat16", "float16"], "help": "backbone dtype (default float32)"},
     "device": {"help": "torch device: cpu, cuda, cuda:N (default cpu)"},
     "backend": {"choices": ["transformers", "vllm"], "help": "backbone engine (default transformers)"},
+    "tensor_parallel_size": {"type": int, "help": "GPUs the vllm backend splits the backbone over (default 1)"},
     "cache_dir": {"help": "where the embedded default model is built and cached"},
     "max_input_tokens": {"type": int, "help": "most tokens per conversation"},
     "truncation": {"choices": ["error", "left"], "help": "over the limit: 413, or cut the prompt from the left"},

@@ -33,6 +33,11 @@ class ServiceSettings(BaseSettings):
     dtype: Dtype = Field(default="float32", description="Backbone dtype; bfloat16 is ~4x faster on AVX512-BF16.")
     device: str = Field(default="cpu", description="torch device: cpu, cuda, cuda:1, ...")
     backend: Backend = Field(default="transformers", description="Backbone engine: transformers or vllm.")
+    tensor_parallel_size: int = Field(
+        default=1,
+        ge=1,
+        description="GPUs the vllm backend splits the backbone over (reward models larger than one GPU).",
+    )
     allow_pickle: bool = Field(default=False, description="Allow pickle `.bin` weights (unsafe; off by default).")
     cache_dir: Path = Field(
         default=Path.home() / ".cache" / "paretorm", description="Where the embedded default model is built."
@@ -109,6 +114,12 @@ class ServiceSettings(BaseSettings):
                 f"max_batch_tokens ({self.max_batch_tokens}) is smaller than max_input_tokens "
                 f"({self.max_input_tokens}): the longest allowed input would never fit a batch; raise "
                 "PARETORM_MAX_BATCH_TOKENS or lower PARETORM_MAX_INPUT_TOKENS"
+            )
+        if self.tensor_parallel_size > 1 and (self.backend != "vllm" or not self.device.startswith("cuda")):
+            raise ValueError(
+                f"tensor_parallel_size {self.tensor_parallel_size} needs --backend vllm on --device cuda "
+                f"(got backend {self.backend!r}, device {self.device!r}); the transformers backend runs on "
+                "one device"
             )
         if self.max_queue_tokens < self.max_input_tokens:
             raise ValueError(

@@ -63,6 +63,22 @@ def export_backbone(loaded: Any, out_root: Path) -> Path:
     return out_dir
 
 
+def engine_options(settings: Any) -> dict[str, Any]:
+    """The `vllm.LLM` arguments the service's settings decide (the pooler config is added by the caller)."""
+    return {
+        "runner": "pooling",
+        "convert": "embed",
+        "block_size": 32,
+        "dtype": settings.dtype,
+        "enforce_eager": settings.device == "cpu",
+        "enable_prefix_caching": True,
+        "max_model_len": settings.max_input_tokens,
+        "max_num_batched_tokens": max(settings.max_batch_tokens, settings.max_input_tokens),
+        "tensor_parallel_size": settings.tensor_parallel_size,
+        "seed": 0,
+    }
+
+
 class VllmBackend:
     name = "vllm"
     packed = False  # vLLM schedules its own tokens; the planner keeps the padded budget
@@ -88,19 +104,11 @@ class VllmBackend:
         from vllm.config import PoolerConfig
 
         backbone_dir = export_backbone(loaded, Path(settings.cache_dir))
-        options: dict[str, Any] = {
-            "runner": "pooling",
-            "convert": "embed",
+        options = {
+            **engine_options(settings),
             "pooler_config": PoolerConfig(seq_pooling_type="LAST", use_activation=False),
-            "block_size": 32,
-            "dtype": settings.dtype,
-            "enforce_eager": settings.device == "cpu",
-            "enable_prefix_caching": True,
-            "max_model_len": settings.max_input_tokens,
-            "max_num_batched_tokens": max(settings.max_batch_tokens, settings.max_input_tokens),
-            "seed": 0,
+            **llm_options,
         }
-        options.update(llm_options)
         llm = LLM(model=str(backbone_dir), **options)
         return cls(llm, loaded.model, device="cpu")
 

@@ -23,7 +23,7 @@ def test_help_is_instant_and_lists_subcommands() -> None:
 
 
 def test_subcommands_take_their_own_flags() -> None:
-    for name in ("fit", "augment", "bench"):
+    for name in ("fit", "augment", "bench", "bench-engine"):
         result = run(name, "--help")
         assert result.returncode == 0, result.stderr
         assert f"paretorm {name}" in result.stdout
@@ -35,3 +35,5 @@ def test_bad_serve_settings_exit_2_with_a_fix() -> None:
     assert "does not exist" in missing.stderr and "nothing is downloaded" in missing.stderr
     budgets = run("serve", "--max-input-tokens", "8192", "--max-batch-tokens", "1024")
     assert budgets.returncode == 2 and "PARETORM_MAX_BATCH_TOKENS" in budgets.stderr
+    tensor_parallel = run("serve", "--tensor-parallel-size", "2")
+    assert tensor_parallel.returncode == 2 and "needs --backend vllm on --device cuda" in tensor_parallel.stderr

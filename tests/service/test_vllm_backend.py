@@ -42,3 +42,15 @@ def test_vllm_backend_serves_the_same_api_within_bf16_noise(
         np.testing.assert_allclose(got["gating"], want["gating"], atol=0.05)
         assert abs(got["score"] - want["score"]) < 0.05
     assert served["results"][0]["weighted"] == pytest.approx(served["results"][0]["rewards"][0])
+
+
+def test_engine_options_follow_the_settings() -> None:
+    from service.engine.vllm_backend import engine_options
+    from service.settings import ServiceSettings
+
+    options = engine_options(ServiceSettings(backend="vllm", device="cuda", tensor_parallel_size=4,
+                                             dtype="bfloat16", max_input_tokens=4096))
+    assert options["tensor_parallel_size"] == 4 and options["enforce_eager"] is False
+    assert options["max_model_len"] == 4096 and options["max_num_batched_tokens"] == 16384
+    assert options["block_size"] == 32 and options["enable_prefix_caching"] is True
+    assert engine_options(ServiceSettings())["enforce_eager"] is True  # CPU: no graphs to capture
