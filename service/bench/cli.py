@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from service.bench.runner import BenchConfig
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def positive_ints(text: str) -> tuple[int, ...]:
+    """An argparse type for lists like `1,8` (concurrency levels, batch sizes)."""
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
     except ValueError:
@@ -25,7 +26,7 @@ def _ints(text: str) -> tuple[int, ...]:
             f"expected comma-separated integers like 1,8, got {text!r}"
         ) from None
     if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"concurrency levels must be >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
     return values
 
 
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-clients", type=int, default=4, help="clients of the batched rows (4)")
     p.add_argument("--batch-size", type=int, default=64, help="items per request of the batched rows (64)")
-    p.add_argument("--sweep", type=_ints, default=(1, 8), help="extra concurrency levels for the chart (1,8)")
+    p.add_argument("--sweep", type=positive_ints, default=(1, 8), help="extra concurrency levels for the chart (1,8)")
     p.add_argument("--grpo-prompts", type=int, default=64, help="GRPO prompts (64)")
     p.add_argument("--grpo-group", type=int, default=8, help="responses per GRPO prompt (8)")
     p.add_argument("--shared-tokens", type=int, default=428, help="tokens of the shared GRPO prompt (428)")

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from service.bench.cli import positive_ints
+
 DENSE_BF16_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0))
 
 
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda", help="torch device (default cuda)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     p.add_argument("--tokens", type=int, default=336, help="mean tokens per chat item (336)")
-    p.add_argument("--batch", type=_ints, default=(1, 16, 64), help="chat batch sizes (1,16,64)")
+    p.add_argument("--batch", type=positive_ints, default=(1, 16, 64), help="chat batch sizes (1,16,64)")
     p.add_argument("--items", type=int, default=128, help="chat items per timed pass (128)")
     p.add_argument("--grpo-prompts", type=int, default=16, help="GRPO prompts per pass (16)")
     p.add_argument("--grpo-group", type=int, default=8, help="responses per prompt (8)")
@@ -76,13 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, help="write the result here")
     return p
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    values = tuple(int(part) for part in text.split(",") if part.strip())
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers like 1,16,64, got {text!r}")
-    return values
 
 
 def main(argv: Sequence[str] | None = None) -> int:
