@@ -148,7 +148,6 @@ def exactness_fp32(model_dir: Path, groups: Sequence[GrpoGroup]) -> dict[str, An
         EncodingPolicy(4096, "error"),
         labels=[f"grpo[{k}]" for k in range(len(items))],
     )
-    # The shared, packed path against transformers' own padded forward of every row whole.
     shared = TransformersBackend(model, share_prompts=True).run(encoded)
     unshared = TransformersBackend(model, share_prompts=False, packed=False).run(encoded)
     diffs = {

@@ -54,7 +54,8 @@ def build_units(waiting: Sequence[EncodedConversation], share_prompts: bool, max
 
 
 def batch_cost(units: Sequence[Unit], packed: bool = False) -> int:
-    """Tokens the backend computes for these units: padded plain rows plus each shared unit's own pass."""
+    """Tokens the backend computes for these units: every real token once (a shared prompt once) when
+    `packed`; else padded plain rows plus each shared unit's own pass."""
     if packed:
         return sum(unit.prefix_len + unit.suffix_tokens if unit.shared else unit.max_len for unit in units)
     plain = [unit for unit in units if not unit.shared]
