@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -82,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = run(args, say=lambda line: print(f"[bench-engine] {line}", flush=True))
-    print(json.dumps(result["rows"], indent=2))
+    def say(message: str) -> None:  # progress on stderr, like `paretorm bench`; the rows go to stdout
+        sys.stderr.write(f"[bench-engine] {message}\n")
+        sys.stderr.flush()
+
+    result = run(args, say)
+    sys.stdout.write(json.dumps(result["rows"], indent=2) + "\n")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))

@@ -43,14 +43,8 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set_xscale("log", base=2)
     ax.set_xlabel("concurrent single-item clients")
     ax.set_ylabel("items / s")
-    ax.set_title("Throughput vs concurrency\n" + title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend()
     path = out_dir / "throughput_vs_concurrency.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(_finish(plt, fig, ax, "Throughput vs concurrency\n" + title, path))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for engine, points in result["latency"].items():
@@ -69,12 +63,16 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
     ax.set_xlabel("load (items / s, open-loop Poisson)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
-    ax.set_title("Latency vs load\n" + title, fontsize=9)
+    written.append(_finish(plt, fig, ax, "Latency vs load\n" + title, out_dir / "latency_vs_load.png"))
+    return written
+
+
+def _finish(plt: Any, fig: Any, ax: Any, title: str, path: Path) -> Path:
+    """Title, grid and legend, then write the PNG and free the figure."""
+    ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend()
-    path = out_dir / "latency_vs_load.png"
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    written.append(path)
-    return written
+    return path

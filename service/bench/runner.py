@@ -137,23 +137,13 @@ def _run(
 
     say("PAMA 4096 x 19")
     s["pama_4096x19"] = inproc.pama_timing(objectives=objectives)
-    say(f"in-process ceiling {single}")
-    runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True)
-    asyncio.run(runtime.warm_up())
-    s[f"in_process_{single}"] = _tagged(
-        inproc.scorer_throughput(runtime, inproc.item_requests(chat["inproc"], 1), c).summary(),
-        "in-process",
-        c,
-        1,
-    )
-    say(f"in-process {single}, transformers' padded forward (--no-packed)")
-    padded_runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, packed=False)
-    s[f"in_process_padded_{single}"] = _tagged(
-        inproc.scorer_throughput(padded_runtime, inproc.item_requests(chat["inproc"], 1), c).summary(),
-        "in-process --no-packed",
-        c,
-        1,
-    )
+    for packed, key, target in ((True, f"in_process_{single}", "in-process"),
+                                (False, f"in_process_padded_{single}", "in-process --no-packed")):
+        say(f"{target} {single}" + ("" if packed else " (transformers' padded forward)"))
+        runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, packed=packed)
+        asyncio.run(runtime.warm_up())
+        result = inproc.scorer_throughput(runtime, inproc.item_requests(chat["inproc"], 1), c)
+        s[key] = _tagged(result.summary(), target, c, 1)
     say("GRPO in-process, sharing on and off")
     for share in (True, False):
         rt = inproc.make_runtime(loaded, cfg.dtype, share_prompts=share)

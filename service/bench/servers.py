@@ -40,6 +40,11 @@ def vllm_env() -> dict[str, str]:
     }
 
 
+def own_server_env() -> dict[str, str]:
+    """paretorm's and the naive floor's environment: offline, with the glibc malloc tuning."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **MALLOC_ENV}
+
+
 def vllm_missing_reason() -> str | None:
     """Why vLLM cannot run here, or None when it is importable."""
     if importlib.util.find_spec("vllm") is None:
@@ -80,7 +85,7 @@ def paretorm_server(
     if not share_prompts:
         command.append("--no-share-prompts")
     name = name or ("paretorm" if share_prompts else "paretorm-no-share")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **MALLOC_ENV}
+    env = own_server_env()
     return ChildServer(
         name, command, port=port, health_path="/health/ready", env=env, log_path=logs / f"{name}.log"
     )
@@ -99,7 +104,7 @@ def naive_server(model_dir: Path, dtype: str, *, logs: Path) -> ChildServer:
         "--dtype",
         dtype,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **MALLOC_ENV}
+    env = own_server_env()
     return ChildServer(
         "naive", command, port=port, health_path="/health", env=env, log_path=logs / "naive.log"
     )
