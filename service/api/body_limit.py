@@ -1,7 +1,7 @@
 """ASGI middleware refusing request bodies over `max_body_bytes` with a 413, before any parsing.
 
 It checks `Content-Length` up front and also counts streamed (chunked) bodies, so a client cannot get
-around the limit by omitting the header.
+around the limit by omitting the header (a chunked body over the limit is a 413 too, not FastAPI's 400).
 """
 
 from __future__ import annotations
@@ -9,11 +9,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` once a streamed body passes the limit.
+
+    An `HTTPException`, because FastAPI re-raises those from its body reading (any other exception there
+    becomes a bare 400); the app's handler then renders this 413 in the one envelope.
+    """
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(status_code=413, detail=too_large_message(size, limit))
+
+
+def too_large_message(size: int, limit: int) -> str:
+    return (f"request body of {size}+ bytes is over the limit of {limit} bytes; split the request (the "
+            "paretorm client does this itself) or raise PARETORM_MAX_BODY_BYTES")
 
 
 class BodyLimitMiddleware:
@@ -38,7 +51,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(received, self.max_body_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -57,8 +70,7 @@ class BodyLimitMiddleware:
         body: dict[str, Any] = {
             "error": {
                 "type": "payload_too_large",
-                "message": f"request body of {size}+ bytes is over the limit of {self.max_body_bytes} bytes; "
-                "split the request (the paretorm client does this itself) or raise PARETORM_MAX_BODY_BYTES",
+                "message": too_large_message(size, self.max_body_bytes),
             }
         }
         payload = json.dumps(body).encode()
