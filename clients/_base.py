@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from clients._pool import Replica, ReplicaPool
 from clients.errors import BadRequest, Overloaded, RewardServiceError, Timeout, Unauthorized, Unavailable
 from clients.protocol import ErrorResponse, Prompt, ScoreGroup, ScoreItem
+from clients.wire_values import first_invalid_value
 
 API_KEY_ENV = "PARETORM_API_KEY"
 URL_ENV = "PARETORM_URL"
@@ -283,7 +284,20 @@ def parse_body(model: type[BaseModel], response: httpx.Response, url: str) -> An
         ) from exc
 
 
+def check_wire_values(body: Any) -> None:
+    """Raise `BadRequest` naming the first value of `body` the service would refuse (see `encode_json`)."""
+    problem = first_invalid_value(body)
+    if problem is not None:
+        raise BadRequest(problem, error_type="invalid_request")
+
+
 def encode_json(body: Any) -> bytes:
+    """The body as UTF-8 JSON; `BadRequest` (never a raw `UnicodeEncodeError`) for what the wire forbids.
+
+    The same check the service runs on every body (`clients.wire_values`), so a lone surrogate, a NaN or
+    an integer beyond a float fails here, with the field's path, before a request is sent or retried.
+    """
+    check_wire_values(body)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 

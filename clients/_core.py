@@ -20,6 +20,7 @@ from clients._base import (
     DEFAULT_TIMEOUT,
     Call,
     RetryPolicy,
+    check_wire_values,
     coerce_group,
     coerce_item,
     coerce_prompt,
@@ -168,6 +169,8 @@ class BaseRewardClient:
 
     def _plan_score(self, request: ScoreRequest, info: ModelInfo) -> Plan[ScoreBatch]:
         limits = info.limits
+        # Python-mode dump (the JSON one turns NaN into null), before cutting (paths use the caller's indices)
+        check_wire_values(request.model_dump(exclude_none=True))
         chunks = plan_score(request, limits.max_items_per_request, limits.max_body_bytes, self._min_chunks())
         specs: list[RequestSpec[Any]] = [
             RequestSpec("POST", "/v1/score", dump_request(c.request), ScoreResponse) for c in chunks
@@ -181,6 +184,7 @@ class BaseRewardClient:
     def _plan_get_reward(self, queries: Sequence[str], info: ModelInfo) -> Plan[GetRewardResponse]:
         if isinstance(queries, str):
             raise TypeError("queries is a list of texts, not one string")
+        check_wire_values({"query": list(queries)})
         limits = info.limits
         envelope = json_size({"query": []})
         pieces = plan_list(
@@ -201,6 +205,7 @@ class BaseRewardClient:
         self, items: Sequence[JudgeItem | Mapping[str, Any]], info: ModelInfo
     ) -> Plan[list[JudgeItemResult]]:
         parsed = [i if isinstance(i, JudgeItem) else JudgeItem.model_validate(i) for i in items]
+        check_wire_values({"items": [item.model_dump() for item in parsed]})
         limits = info.limits
         pieces = plan_list(
             parsed, limits.max_items_per_request, limits.max_body_bytes, json_size({"items": []})
@@ -220,6 +225,8 @@ class BaseRewardClient:
 
     @staticmethod
     def _pama_spec(advantages: Any, noon: bool, ratios: Any, clip_eps: float) -> RequestSpec[Any]:
+        # Checked before pydantic's JSON dump, which would silently send NaN and Infinity as null.
+        check_wire_values({"advantages": _tolist(advantages), "ratios": _tolist(ratios)})
         request = PamaRequest(
             advantages=_tolist(advantages), noon=noon, ratios=_tolist(ratios), clip_eps=clip_eps
         )

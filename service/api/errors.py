@@ -20,6 +20,12 @@ from service.errors import ServiceError
 logger = logging.getLogger(__name__)
 
 
+_HTTP_ERROR_TYPES = {
+    404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 422: "invalid_request",
+}
+"""Error types of the HTTP exceptions raised below our handlers (routing, body limit, body decoding)."""
+
+
 def error_response(status: int, error_type: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     body = ErrorResponse(error=ErrorDetail(type=error_type, message=message)).model_dump()
     return JSONResponse(status_code=status, content=body, headers=headers)
@@ -56,7 +62,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        kind = _HTTP_ERROR_TYPES.get(error.status_code, "http_error")
         return error_response(error.status_code, kind, str(error.detail), getattr(error, "headers", None))
 
     @app.exception_handler(Exception)

@@ -7,9 +7,11 @@ from fastapi import APIRouter, Request
 from clients.protocol import ErrorResponse, JudgeListResponse, JudgeRequest, JudgeResponse, PamaRequest, PamaResponse
 from service.api.deps import AUTH, RuntimeDep
 from service.api.guard import guarded
+from service.api.json_body import CheckedJsonRoute
 from service.scoring import judging
 
-router = APIRouter(dependencies=AUTH, responses={code: {"model": ErrorResponse} for code in (401, 413, 422)})
+ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422)}
+router = APIRouter(route_class=CheckedJsonRoute, dependencies=AUTH, responses=ERRORS)
 
 
 @router.post("/v1/pama/weights", response_model=PamaResponse, tags=["objectives"], summary="PAMA closed form")

@@ -17,10 +17,11 @@ from clients.protocol import (
 from service.api.deps import AUTH, RuntimeDep
 from service.api.examples import GET_REWARD_EXAMPLES, SCORE_EXAMPLES
 from service.api.guard import guarded
+from service.api.json_body import CheckedJsonRoute
 from service.scoring.scorer import Timing
 
 ERRORS = {code: {"model": ErrorResponse} for code in (401, 413, 422, 429, 503, 504)}
-router = APIRouter(dependencies=AUTH, responses=ERRORS)
+router = APIRouter(route_class=CheckedJsonRoute, dependencies=AUTH, responses=ERRORS)
 
 
 def _timing_headers(response: Response, timing: Timing) -> None:

@@ -24,6 +24,7 @@ from service.errors import InvalidRequest, PayloadTooLarge
 from service.objectives.judges import JudgeContext, default_registry, evaluate_judges, resolve_specs
 from service.objectives.pama import pama_combine
 from service.objectives.validation import ObjectiveInputError
+from service.scoring.encoding import tokenize_texts
 from service.scoring.scorer import Scorer
 
 _MODEL_JUDGES = frozenset({"reward_threshold"})
@@ -67,7 +68,7 @@ async def judge(request: JudgeRequest, scorer: Scorer, tokenizer: Any) -> JudgeR
     if needs_model:
         scored = await scorer.rewards_for([(request.items[i].prompt, request.items[i].response) for i in needs_model])
         rewards = dict(zip(needs_model, scored, strict=True))
-    lengths = tokenizer([item.response for item in request.items], add_special_tokens=False)["input_ids"]
+    lengths = tokenize_texts(tokenizer, [item.response for item in request.items])
     results = []
     for i, item in enumerate(request.items):
         context = JudgeContext(rewards=rewards.get(i), token_count=len(lengths[i]))
