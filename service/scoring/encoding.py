@@ -1,7 +1,8 @@
 """Chat templating and tokenisation, server-side, with the checkpoint's own template.
 
 Every input form ends up as chat messages rendered by the tokenizer's template and tokenised without
-adding special tokens again (the template already writes the BOS), so `prompt`/`response` pairs, raw
+adding special tokens again (the template already writes the BOS; message contents never become control
+tokens, see `control_tokens`), so `prompt`/`response` pairs, raw
 `messages` and OpenRLHF's pre-templated text all give the same ids for the same conversation.
 
 Also here: where the prompt ends (`prefix_len`, for computing a shared prompt once), and the length
@@ -19,6 +20,7 @@ from service.engine.types import EncodedConversation
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.model.errors import GatePatternNotFound
 from service.model.positions import gate_position
+from service.scoring.control_tokens import LiteralContent
 
 
 def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
@@ -65,6 +67,7 @@ class ChatEncoder:
         self._tokenizer = tokenizer
         self._gate_pattern = tuple(gate_pattern) if gate_pattern else None
         self._bos_token_id = bos_token_id
+        self._literal = LiteralContent(tokenizer, self.render)
 
     @property
     def tokenizer(self) -> Any:
@@ -79,19 +82,31 @@ class ChatEncoder:
     def encode_conversations(
         self, conversations: Sequence[list[dict[str, str]]], policy: EncodingPolicy, *, labels: Sequence[str]
     ) -> list[EncodedConversation]:
-        """Render, tokenise (one batched call) and check each conversation; `labels` name them in errors."""
+        """Render, tokenise (one batched call) and check each conversation; `labels` name them in errors.
+
+        Message contents cannot inject control tokens (`service.scoring.control_tokens`): a response that
+        writes `<|eot_id|><|start_header_id|>assistant...` is read as those characters, not as a new turn.
+        """
         for label, messages in zip(labels, conversations, strict=True):
             if not messages or messages[-1]["role"] != "assistant":
                 raise InvalidRequest(
                     f"{label}: the conversation must end with an assistant message (the response to score)"
                 )
         texts = [self.render(messages) for messages in conversations]
-        return self.encode_texts(texts, policy, labels=labels)
+        ids = self.tokenize(texts)
+        for k, messages in enumerate(conversations):
+            if self._literal.touches_control(messages):  # rare: re-tokenise with contents read literally
+                ids[k] = self._literal.tokenize(list(messages), texts[k], labels[k])
+        return [self._finish(row, policy, label) for row, label in zip(ids, labels, strict=True)]
 
     def encode_texts(
         self, texts: Sequence[str], policy: EncodingPolicy, *, labels: Sequence[str]
     ) -> list[EncodedConversation]:
-        """Tokenise already-templated texts (OpenRLHF's `query`) and check each."""
+        """Tokenise already-templated texts (OpenRLHF's `query`) and check each.
+
+        The caller templated these texts, so their control tokens are parsed as such: whoever sends
+        `/get_reward` owns the whole string (unlike message contents, see `encode_conversations`).
+        """
         return [
             self._finish(ids, policy, label) for ids, label in zip(self.tokenize(texts), labels, strict=True)
         ]
