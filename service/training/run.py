@@ -1,0 +1,45 @@
+"""Start one training run: the process group (under torchrun), the algorithm's trainer, and clean exits.
+
+A run that cannot go on for a reason the user can fix (a setting, a 4xx from the reward service, an
+outage longer than ``--outage-timeout-s``) ends with exit status 2 and one line saying why, not a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from service.training.config import ConfigError, RunConfig
+from service.training.distributed import close_world, init_world
+from service.training.loop import TrainerBase
+from service.training.rewards import RewardStop
+
+
+def build_trainer(algorithm: str, run: RunConfig, cfg: Any, world: Any) -> TrainerBase:
+    if algorithm == "grpo":
+        from service.training.grpo import GrpoTrainer
+
+        return GrpoTrainer(run, cfg, world)
+    if algorithm == "pama":
+        from service.training.noon_ppo import NoonPpoTrainer
+
+        return NoonPpoTrainer(run, cfg, world)
+    if algorithm == "dpa":
+        from service.training.dpa import DpaTrainer
+
+        return DpaTrainer(run, cfg, world)
+    raise ConfigError(f"unknown algorithm {algorithm!r}")
+
+
+def run_training(algorithm: str, run: RunConfig, cfg: Any) -> int:
+    world = init_world(run.device)
+    try:
+        final = build_trainer(algorithm, run, cfg, world).train()
+    except (ConfigError, RewardStop) as error:
+        print(f"paretorm train {algorithm}: {error}", file=sys.stderr)
+        return 2
+    finally:
+        close_world(world)
+    if world.is_main:
+        print(f"paretorm train {algorithm}: done; the trained policy is in {final}")
+    return 0
