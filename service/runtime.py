@@ -1,12 +1,13 @@
 """Builds the heavy objects once, at start-up, and hands them down.
 
-`Runtime` owns the model, the backend, the batcher and the scorer, plus the two flags health checks read
+`Runtime` owns the model, the backend, the batcher, the scorer and the judge worker, plus the two flags health checks read
 (ready after a real warm-up forward; draining after SIGTERM). Routes reach it through one typed
 dependency; nothing is a module-level global.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from service.engine.batcher import Batcher
 from service.engine.lru import ResultCache
 from service.engine.transformers_backend import ScoringBackend, TransformersBackend
 from service.scoring.encoding import ChatEncoder, EncodingPolicy
+from service.scoring.judge_worker import JudgeWorker
 from service.scoring.model_card import model_card
 from service.scoring.scorer import Scorer
 from service.settings import ServiceSettings
@@ -39,6 +41,7 @@ class Runtime:
     draining: bool = False
     inflight: int = 0
     extras: dict[str, Any] = field(default_factory=dict)
+    judges: JudgeWorker = field(default_factory=JudgeWorker)
 
     async def warm_up(self) -> None:
         """One real forward through the same path requests take; readiness waits for it."""
@@ -55,6 +58,7 @@ class Runtime:
         if not finished:
             logger.warning("drain timed out after %.0f s with work still queued", self.settings.drain_timeout_s)
         await self.batcher.close()
+        self.judges.close()
 
 
 def resolve_model_dir(settings: ServiceSettings) -> Any:
@@ -135,10 +139,12 @@ def build_runtime(
     )
     results = ResultCache(settings.result_cache_items) if settings.result_cache_items else None
     scorer = Scorer(card, encoder, batcher, results)
-    return Runtime(settings=settings, card=card, batcher=batcher, scorer=scorer, encoder=encoder)
+    judges = JudgeWorker(settings.judge_timeout_s)
+    return Runtime(settings=settings, card=card, batcher=batcher, scorer=scorer, encoder=encoder, judges=judges)
 
 
 async def start_runtime(runtime: Runtime) -> None:
-    """Start the batcher loop and warm up on the model thread."""
+    """Start the batcher loop and the judge worker, and warm up on the model thread."""
     runtime.batcher.start()
+    await asyncio.to_thread(runtime.judges.start)
     await runtime.warm_up()

@@ -88,6 +88,12 @@ class ServiceSettings(BaseSettings):
         description="Comma-separated API keys; when set, /v1/* and /get_reward need `Authorization: Bearer`.",
     )
     drain_timeout_s: float = Field(default=60.0, ge=0, description="On SIGTERM, how long to finish queued work.")
+    judge_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="Most time one /v1/judge request may spend judging (in a child process, off the event "
+        "loop); past it the worker is killed and the request gets a 422.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("model")

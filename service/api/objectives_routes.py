@@ -32,4 +32,4 @@ async def list_judges() -> JudgeListResponse:
 @router.post("/v1/judge", response_model=JudgeResponse, tags=["objectives"], summary="CGPO mixture of judges")
 async def judge(request: Request, body: JudgeRequest, runtime: RuntimeDep) -> JudgeResponse:
     """Run rule-based (and reward-threshold) judges on each item; `all_passed` is CGPO's feasibility."""
-    return await guarded(request, judging.judge(body, runtime.scorer, runtime.encoder.tokenizer))
+    return await guarded(request, judging.judge(body, runtime.scorer, runtime.judges))

@@ -2,12 +2,11 @@
 
 The judges and PAMA are pure functions in `service.objectives`; this module only adapts them to the
 wire contract. Reward-threshold judges need the served model's outputs: only items that use one are
-scored, in one batched submit, and each judge then reads `JudgeContext.rewards`.
+scored, in one batched submit, and each judge then reads `JudgeContext.rewards`. The judging itself runs
+in `JudgeWorker`'s child process under a time budget (user regexes and long texts can run for hours).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from clients.protocol import (
     JudgeInfo,
@@ -21,10 +20,10 @@ from clients.protocol import (
     Prompt,
 )
 from service.errors import InvalidRequest, PayloadTooLarge
-from service.objectives.judges import JudgeContext, default_registry, evaluate_judges, resolve_specs
+from service.objectives.judges import default_registry, resolve_specs
 from service.objectives.pama import pama_combine
 from service.objectives.validation import ObjectiveInputError
-from service.scoring.encoding import tokenize_texts
+from service.scoring.judge_worker import JudgeWorker
 from service.scoring.scorer import Scorer
 
 _MODEL_JUDGES = frozenset({"reward_threshold"})
@@ -53,14 +52,16 @@ def list_judges() -> JudgeListResponse:
     )
 
 
-async def judge(request: JudgeRequest, scorer: Scorer, tokenizer: Any) -> JudgeResponse:
+async def judge(request: JudgeRequest, scorer: Scorer, worker: JudgeWorker) -> JudgeResponse:
+    """Validate every spec here (fast, names the item), then judge in the worker process under its budget."""
     limit = scorer.card.limits.max_items_per_request
     if len(request.items) > limit:
         raise PayloadTooLarge(f"{len(request.items)} items, over the limit of {limit} per request; split it")
     registry = default_registry()
-    for i, item in enumerate(request.items):
+    specs = [[spec.model_dump() for spec in item.judges] for item in request.items]
+    for i, item_specs in enumerate(specs):
         try:
-            resolve_specs([spec.model_dump() for spec in item.judges], registry)
+            resolve_specs(item_specs, registry)
         except ObjectiveInputError as error:
             raise InvalidRequest(f"items[{i}].{error}") from None
     needs_model = [i for i, item in enumerate(request.items) if any(s.name in _MODEL_JUDGES for s in item.judges)]
@@ -68,17 +69,15 @@ async def judge(request: JudgeRequest, scorer: Scorer, tokenizer: Any) -> JudgeR
     if needs_model:
         scored = await scorer.rewards_for([(request.items[i].prompt, request.items[i].response) for i in needs_model])
         rewards = dict(zip(needs_model, scored, strict=True))
-    lengths = tokenize_texts(tokenizer, [item.response for item in request.items])
+    lengths = await scorer.token_counts([item.response for item in request.items])
+    verdicts = await worker.evaluate([
+        (prompt_text(item.prompt), item.response, specs[i], rewards.get(i), lengths[i])
+        for i, item in enumerate(request.items)
+    ])
     results = []
-    for i, item in enumerate(request.items):
-        context = JudgeContext(rewards=rewards.get(i), token_count=len(lengths[i]))
-        try:
-            report = evaluate_judges(prompt_text(item.prompt), item.response,
-                                     [spec.model_dump() for spec in item.judges], context, registry)
-        except ObjectiveInputError as error:
-            raise InvalidRequest(f"items[{i}].{error}") from None
-        results.append(JudgeItemResult(
-            results=[JudgeResult(name=r.name, passed=r.passed, reason=r.reason) for r in report.results],
-            all_passed=report.all_passed,
-        ))
+    for i, item_verdicts in enumerate(verdicts):
+        if item_verdicts.error is not None:
+            raise InvalidRequest(f"items[{i}].{item_verdicts.error}")
+        judged = [JudgeResult(name=name, passed=passed, reason=reason) for name, passed, reason in item_verdicts.results]
+        results.append(JudgeItemResult(results=judged, all_passed=all(r.passed for r in judged)))
     return JudgeResponse(results=results)

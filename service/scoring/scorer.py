@@ -7,10 +7,13 @@ CGPO baselines), so a request's conversations can share forward passes with ever
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -32,6 +35,8 @@ from service.objectives.cgpo import calibrated_reward
 from service.objectives.directions import Direction, weights_vector
 from service.objectives.validation import ObjectiveInputError
 from service.scoring.encoding import ChatEncoder, EncodingPolicy, conversation, message_dicts
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,17 @@ class Scorer:
         self._encoder = encoder
         self._batcher = batcher
         self._results = results
+        # Templating and tokenisation (seconds for a 16 MB body) stay off the event loop, on one thread:
+        # the Rust tokenizer releases the GIL, and one thread keeps its per-call settings
+        # (split_special_tokens) from racing between requests.
+        self._tokenize_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="paretorm-tokenize")
+
+    async def _off_loop(self, work: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize_thread, work)
+
+    async def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Tokens of each text alone (no template), for length judges; computed off the event loop."""
+        return [len(ids) for ids in await self._off_loop(lambda: self._encoder.tokenize(texts))]
 
     @property
     def card(self) -> ModelInfo:
@@ -83,7 +99,9 @@ class Scorer:
         plan = plan_request(request)
         policy = EncodingPolicy(limits.max_input_tokens, request.truncation or limits.truncation)
         started = time.perf_counter()
-        encoded = self._encoder.encode_conversations(plan.conversations, policy, labels=plan.labels)
+        encoded = await self._off_loop(
+            lambda: self._encoder.encode_conversations(plan.conversations, policy, labels=plan.labels)
+        )
         tokenize_ms = (time.perf_counter() - started) * 1000
         metrics.STAGE_SECONDS.labels(stage="tokenize").observe(tokenize_ms / 1000)
         submitted = await self._submit(encoded)
@@ -118,7 +136,7 @@ class Scorer:
         started = time.perf_counter()
         policy = EncodingPolicy(limits.max_input_tokens, limits.truncation)
         labels = [f"query[{i}]" for i in range(len(request.query))]
-        encoded = self._encoder.encode_texts(request.query, policy, labels=labels)
+        encoded = await self._off_loop(lambda: self._encoder.encode_texts(request.query, policy, labels=labels))
         tokenize_ms = (time.perf_counter() - started) * 1000
         submitted = await self._submit(encoded)
         scores = [row.score for row in submitted.rows]
@@ -134,7 +152,9 @@ class Scorer:
         policy = EncodingPolicy(self._card.limits.max_input_tokens, self._card.limits.truncation)
         conversations = [conversation(prompt, response) for prompt, response in items]  # type: ignore[arg-type]
         labels = [f"items[{i}]" for i in range(len(items))]
-        encoded = self._encoder.encode_conversations(conversations, policy, labels=labels)
+        encoded = await self._off_loop(
+            lambda: self._encoder.encode_conversations(conversations, policy, labels=labels)
+        )
         submitted = await self._submit(encoded)
         return [
             {**dict(zip(self._card.objectives, map(float, row.rewards), strict=True)), "score": row.score}

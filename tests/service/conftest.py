@@ -20,7 +20,7 @@ def service(tiny_armorm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     process = ServiceProcess(
         tiny_armorm_dir,
         args=["--max-input-tokens", "256", "--max-items-per-request", "64", "--max-body-bytes", "65536",
-              "--max-batch-tokens", "4096"],
+              "--max-batch-tokens", "4096", "--judge-timeout-s", "2"],
         env={"PARETORM_API_KEYS": f"{API_KEY},second-key"},
         log_path=log,
     )
