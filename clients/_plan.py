@@ -63,8 +63,8 @@ class _Builder:
         self.items, self.groups, self.count, self.size = [], [], 0, self.envelope
         self.chunk = ScoreChunk(self.template)
 
-    def fits(self, extra_bytes: int) -> bool:
-        return self.count + 1 <= self.max_items and self.size + extra_bytes <= self.max_bytes
+    def fits(self, extra_bytes: int, extra_count: int = 1) -> bool:
+        return self.count + extra_count <= self.max_items and self.size + extra_bytes <= self.max_bytes
 
     def build(self) -> ScoreChunk | None:
         if self.count == 0:
@@ -75,13 +75,14 @@ class _Builder:
         return chunk
 
 
-def _too_large(what: str, size: int, max_bytes: int) -> BadRequest:
-    return BadRequest(
-        f"{what} alone is {size} bytes of JSON, over the server's max_body_bytes ({max_bytes}); shorten it "
-        "or raise the service's --max-body-bytes",
-        status_code=413,
-        error_type="payload_too_large",
-    )
+def _too_large(what: str, size: int, max_bytes: int, cost: int = 1) -> BadRequest:
+    if size <= max_bytes:  # it is the count that does not fit: an item and its baseline, limit 1
+        message = (f"{what} with its CGPO baseline is {cost} conversations, over the server's "
+                   "max_items_per_request; raise the service's --max-items-per-request")
+    else:
+        message = (f"{what} alone is {size} bytes of JSON, over the server's max_body_bytes ({max_bytes}); "
+                   "shorten it or raise the service's --max-body-bytes")
+    return BadRequest(message, status_code=413, error_type="payload_too_large")
 
 
 def plan_score(
@@ -103,34 +104,37 @@ def plan_score(
 
     for index, item in enumerate(request.items):
         size = json_size(item.model_dump(mode="json", exclude_none=True)) + _COMMA
-        if not builder.fits(size):
+        cost = 2 if item.baseline is not None else 1  # a CGPO baseline is one more forward
+        if not builder.fits(size, cost):
             flush()
-            if not builder.fits(size):
-                raise _too_large(f"item {index}", size, max_bytes)
+            if not builder.fits(size, cost):
+                raise _too_large(f"item {index}", size, max_bytes, cost)
         builder.items.append(item)
         builder.chunk.item_slots.append(index)
-        builder.count += 1
+        builder.count += cost
         builder.size += size
 
     for index, group in enumerate(request.groups):
         header = group.model_copy(update={"responses": []})
         header_size = json_size(header.model_dump(mode="json", exclude_none=True)) + _COMMA
         open_piece: Any = None
+        baseline_cost = 1 if group.baseline is not None else 0  # every piece of the group carries it
         for position, response in enumerate(group.responses):
             size = json_size(response) + _COMMA
-            need = size if open_piece is not None else size + header_size
-            if not builder.fits(need):
+            need, cost = (size, 1) if open_piece is not None else (size + header_size, 1 + baseline_cost)
+            if not builder.fits(need, cost):
                 flush()
                 open_piece = None
-                need = size + header_size
-                if not builder.fits(need):
-                    raise _too_large(f"response {position} of group {index} with its prompt", need, max_bytes)
+                need, cost = size + header_size, 1 + baseline_cost
+                if not builder.fits(need, cost):
+                    where = f"response {position} of group {index} with its prompt"
+                    raise _too_large(where, need, max_bytes, cost)
             if open_piece is None:
                 open_piece = header.model_copy(update={"responses": []})
                 builder.groups.append(open_piece)
                 builder.chunk.group_slots.append(index)
             open_piece.responses.append(response)
-            builder.count += 1
+            builder.count += cost
             builder.size += need
     flush()
     return chunks

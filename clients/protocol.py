@@ -106,8 +106,15 @@ class ScoreRequest(_Strict):
         return self
 
     def num_conversations(self) -> int:
-        """How many conversations the request asks to score (what the items-per-request limit counts)."""
-        return len(self.items) + sum(len(group.responses) for group in self.groups)
+        """Conversations the request costs, what `max_items_per_request` counts (client and server alike).
+
+        Every item and group response, plus every CGPO baseline (one per item that has one, one per
+        group): a baseline is a forward like any other. Items repeating a (prompt, baseline) pair share
+        one baseline forward on the server, but each counts here, so a client never sends a chunk the
+        server refuses.
+        """
+        items = len(self.items) + sum(item.baseline is not None for item in self.items)
+        return items + sum(len(group.responses) + (group.baseline is not None) for group in self.groups)
 
 
 class ItemScore(BaseModel):

@@ -92,8 +92,9 @@ class Scorer:
         limits = self._card.limits
         if request.num_conversations() > limits.max_items_per_request:
             raise PayloadTooLarge(
-                f"the request has {request.num_conversations()} conversations, over the limit of "
-                f"{limits.max_items_per_request} per request; split it (the paretorm client does this itself)"
+                f"the request has {request.num_conversations()} conversations (items, group responses and "
+                f"CGPO baselines), over the limit of {limits.max_items_per_request} per request; split it "
+                "(the paretorm client does this itself)"
             )
         combine = self._combination(request)
         plan = plan_request(request)

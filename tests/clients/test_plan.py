@@ -19,6 +19,16 @@ groups = st.lists(
     max_size=5,
 )
 
+baseline = st.none() | text
+items_with_baselines = st.lists(
+    st.builds(lambda p, r, b: ScoreItem(prompt=p, response=r, baseline=b), text, text, baseline), max_size=12
+)
+groups_with_baselines = st.lists(
+    st.builds(lambda p, rs, b: ScoreGroup(prompt=p, responses=rs, baseline=b), text,
+              st.lists(text, min_size=1, max_size=9), baseline),
+    max_size=5,
+)
+
 
 def _answer_for(request: ScoreRequest) -> ScoreResponse:
     """A fake server answer whose score encodes the response text, to check where it lands."""
@@ -76,3 +86,20 @@ def test_plan_list_keeps_order_within_count() -> None:
     pieces = plan_list(list("abcdefg"), 3, 10_000, 2)
     assert pieces == [["a", "b", "c"], ["d", "e", "f"], ["g"]]
     assert plan_list([], 3, 100, 2) == [[]]
+
+
+@settings(max_examples=60, deadline=None)
+@given(items=items_with_baselines, groups=groups_with_baselines, max_items=st.integers(2, 7))
+def test_cgpo_baselines_count_against_the_item_limit(items, groups, max_items) -> None:
+    """A baseline is a forward: the server counts it (issue 11), so every chunk must too."""
+    request = ScoreRequest(items=items, groups=groups)
+    chunks = plan_score(request, max_items, 10_000)
+    assert all(chunk.request.num_conversations() <= max_items for chunk in chunks)
+    merged = merge_score(request, chunks, [_answer_for(c.request) for c in chunks])
+    assert merged.results == _answer_for(request).results
+
+
+def test_an_item_and_its_baseline_over_a_limit_of_one_says_so() -> None:
+    request = ScoreRequest(items=[ScoreItem(prompt="p", response="r", baseline="b")])
+    with pytest.raises(BadRequest, match="with its CGPO baseline is 2 conversations"):
+        plan_score(request, 1, 10_000)
