@@ -25,6 +25,7 @@ class Unit:
     """Conversations that go to the model together: one, or several sharing a prefix."""
 
     members: list[int] = field(default_factory=list)  # indices into the waiting list
+    key: tuple[int, ...] | None = None  # the shared prefix's ids, None when sharing is off or impossible
     prefix_len: int = 0
     max_len: int = 0
     oldest: int = 0  # smallest waiting index, i.e. arrival order
@@ -35,15 +36,26 @@ class Unit:
         return len(self.members) > 1 and self.prefix_len > 0
 
 
-def build_units(waiting: Sequence[EncodedConversation], share_prompts: bool, max_items: int) -> list[Unit]:
-    """Group waiting conversations by shared prefix (when sharing is on), in arrival order."""
+def build_units(
+    waiting: Sequence[EncodedConversation],
+    share_prompts: bool,
+    max_items: int,
+    max_tokens: int | None = None,
+    packed: bool = False,
+) -> list[Unit]:
+    """Group waiting conversations by shared prefix (when sharing is on), in arrival order.
+
+    A unit holds at most `max_items` members and, when `max_tokens` is given, costs at most that many
+    tokens (`batch_cost`): a GRPO group larger than the forward budget becomes several units with the
+    same prefix, which `plan_batch` never puts in one batch, so no forward exceeds `max_batch_tokens`.
+    """
     units: list[Unit] = []
     by_prefix: dict[tuple[int, ...], Unit] = {}
     for index, conversation in enumerate(waiting):
         key = conversation.prefix_key() if share_prompts else None
         unit = by_prefix.get(key) if key is not None else None
-        if unit is None or len(unit.members) >= max_items:
-            unit = Unit(prefix_len=conversation.prefix_len if key is not None else 0, oldest=index)
+        if unit is None or len(unit.members) >= max_items or _over(unit, conversation, max_tokens, packed):
+            unit = Unit(key=key, prefix_len=conversation.prefix_len if key is not None else 0, oldest=index)
             units.append(unit)
             if key is not None:
                 by_prefix[key] = unit
@@ -51,6 +63,19 @@ def build_units(waiting: Sequence[EncodedConversation], share_prompts: bool, max
         unit.max_len = max(unit.max_len, conversation.num_tokens)
         unit.suffix_tokens += conversation.num_tokens - unit.prefix_len
     return units
+
+
+def _over(unit: Unit, conversation: EncodedConversation, max_tokens: int | None, packed: bool) -> bool:
+    """Whether adding `conversation` would take `unit` over `max_tokens`."""
+    if max_tokens is None:
+        return False
+    grown = Unit(
+        members=[*unit.members, -1],
+        prefix_len=unit.prefix_len,
+        max_len=max(unit.max_len, conversation.num_tokens),
+        suffix_tokens=unit.suffix_tokens + conversation.num_tokens - unit.prefix_len,
+    )
+    return batch_cost([grown], packed) > max_tokens
 
 
 def batch_cost(units: Sequence[Unit], packed: bool = False) -> int:
@@ -76,14 +101,17 @@ def plan_batch(
 ) -> list[int]:
     """Indices (into `waiting`) of the conversations to run next; empty only when nothing waits.
 
-    The oldest unit always goes in, even alone over budget (the scorer rejects inputs longer than the
-    budget, so this only happens for a shared unit larger than the budget, which then runs by itself).
+    The oldest unit always goes in; no unit is over budget (the scorer rejects inputs longer than
+    `max_input_tokens` <= `max_batch_tokens`, and `build_units` splits larger groups). Two units with the
+    same prefix never share a batch: the backend regroups a batch by prefix, and would merge them.
     """
     if not waiting:
         return []
-    units = sorted(build_units(waiting, share_prompts, max_batch_items), key=lambda unit: unit.max_len)
+    units = build_units(waiting, share_prompts, max_batch_items, max_batch_tokens, packed)
+    units.sort(key=lambda unit: unit.max_len)
     seed = min(range(len(units)), key=lambda position: units[position].oldest)
     chosen = [units[seed]]
+    keys = {units[seed].key}
     count = len(units[seed].members)
     low, high = seed - 1, seed + 1
     while low >= 0 or high < len(units):
@@ -94,9 +122,12 @@ def plan_batch(
             candidate = units[position]
             if count + len(candidate.members) > max_batch_items:
                 continue
+            if candidate.key is not None and candidate.key in keys:  # the backend would merge the two
+                continue
             if batch_cost([*chosen, candidate], packed) > max_batch_tokens:
                 continue
             chosen.append(candidate)
+            keys.add(candidate.key)
             count += len(candidate.members)
             if position == high:
                 high += 1
