@@ -62,6 +62,25 @@ class FitConfig:
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        check_local_backbone(Path(self.backbone))
+
+
+def check_local_backbone(backbone: Path) -> None:
+    """Refuse anything but a local model directory before any loading: nothing may be downloaded.
+
+    `from_pretrained("meta-llama/...")` would fetch a hub repository (and run whatever it ships); the
+    fitter, like `paretorm serve`, only ever reads a directory the operator put on disk.
+    """
+    if not backbone.is_dir():
+        raise ValueError(
+            f"--backbone {backbone} is not a local directory; paretorm never downloads models. Download the "
+            "backbone yourself (e.g. `huggingface-cli download NAME --local-dir DIR`) and pass --backbone DIR"
+        )
+    if not (backbone / "config.json").is_file():
+        raise ValueError(
+            f"--backbone {backbone} has no config.json; pass the directory that holds the backbone's "
+            "config.json, weights and tokenizer"
+        )
 
 
 @dataclass
@@ -94,8 +113,10 @@ def run_fitting(cfg: FitConfig) -> FitOutcome:
     intra = read_intra_pairs(cfg.intra_pairs, skip_bad=cfg.skip_bad) if cfg.intra_pairs else None
     verbosity = _verbosity_index(cfg, ratings.objectives)
 
-    tokenizer = AutoTokenizer.from_pretrained(str(cfg.backbone))
-    backbone = AutoModel.from_pretrained(str(cfg.backbone), dtype=_DTYPES[cfg.dtype]).to(cfg.device)
+    tokenizer = AutoTokenizer.from_pretrained(str(cfg.backbone), local_files_only=True)
+    backbone = AutoModel.from_pretrained(
+        str(cfg.backbone), dtype=_DTYPES[cfg.dtype], local_files_only=True
+    ).to(cfg.device)
     pattern = cfg.gate_pattern or _configured_pattern(cfg.backbone) or derive_gate_pattern(tokenizer)
     pad_id = tokenizer.pad_token_id
     embedder = BackboneEmbedder(
