@@ -85,7 +85,13 @@ class ServiceSettings(BaseSettings):
 
     api_keys: str = Field(
         default="",
-        description="Comma-separated API keys; when set, /v1/* and /get_reward need `Authorization: Bearer`.",
+        description="Comma-separated API keys; when set, /v1/* and /get_reward need `Authorization: Bearer`. "
+        "Prefer this environment variable or `api_keys_file` to the `--api-keys` flag, which `ps` shows.",
+    )
+    api_keys_file: Path | None = Field(
+        default=None,
+        description="File of API keys (one per line or comma-separated; `#` lines are comments), added to "
+        "`api_keys`: a mounted secret, kept out of `ps` and the environment.",
     )
     drain_timeout_s: float = Field(default=60.0, ge=0, description="On SIGTERM, how long to finish queued work.")
     judge_timeout_s: float = Field(
@@ -103,6 +109,21 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 f"model directory {value} does not exist; pass a local checkpoint directory "
                 "(nothing is downloaded), or leave it unset for the embedded default model"
+            )
+        return value
+
+    @field_validator("api_keys_file")
+    @classmethod
+    def _keys_file_has_keys(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        try:
+            keys = _keys_in(value.read_text(encoding="utf-8"))
+        except OSError as error:
+            raise ValueError(f"cannot read the API keys file {value} ({error.strerror}); check the path") from None
+        if not keys:
+            raise ValueError(
+                f"the API keys file {value} holds no keys; put one key per line (an empty file would turn auth off)"
             )
         return value
 
@@ -135,4 +156,12 @@ class ServiceSettings(BaseSettings):
         return self
 
     def api_key_list(self) -> list[str]:
-        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+        """Every accepted key: `api_keys`, then those in `api_keys_file` (read once, at app creation)."""
+        from_file = _keys_in(self.api_keys_file.read_text(encoding="utf-8")) if self.api_keys_file else []
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()] + from_file
+
+
+def _keys_in(text: str) -> list[str]:
+    """Keys in a keys file: comma- or newline-separated; a line starting with `#` is a comment."""
+    lines = (line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return [key.strip() for line in lines for key in line.split(",") if key.strip()]
