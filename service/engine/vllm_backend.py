@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,13 +40,31 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_m
 
 
 def export_backbone(loaded: Any, out_root: Path) -> Path:
-    """Write (once per revision) a plain Llama checkpoint of the backbone that vLLM can load."""
+    """Write (once per revision) a plain Llama checkpoint of the backbone that vLLM can load.
+
+    Replicas sharing a cache volume may export the same revision at once: each writes its own temporary
+    directory and renames it into place (atomic); the first rename wins and the others drop their copy
+    and use it. A fixed temporary name let one replica delete another's half-written export.
+    """
     out_dir = out_root / f"vllm-backbone-{loaded.revision}"
     if (out_dir / "model.safetensors").exists():
         return out_dir
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    out_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out_dir.name}.partial-", dir=out_root))
+    try:
+        _write_backbone(loaded, tmp)
+        try:
+            tmp.rename(out_dir)
+        except OSError:
+            if not (out_dir / "model.safetensors").exists():
+                raise
+            logger.info("another process exported %s first; using its copy", out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _write_backbone(loaded: Any, tmp: Path) -> None:
     backbone = loaded.model.model
     state = {f"model.{name}": tensor.detach().contiguous().cpu() for name, tensor in backbone.state_dict().items()}
     save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -59,8 +78,6 @@ def export_backbone(loaded: Any, out_root: Path) -> Path:
         source = Path(loaded.path) / name
         if source.exists():
             shutil.copy(source, tmp / name)
-    tmp.rename(out_dir)
-    return out_dir
 
 
 def engine_options(settings: Any) -> dict[str, Any]:

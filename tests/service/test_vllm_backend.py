@@ -54,3 +54,20 @@ def test_engine_options_follow_the_settings() -> None:
     assert options["max_model_len"] == 4096 and options["max_num_batched_tokens"] == 16384
     assert options["block_size"] == 32 and options["enable_prefix_caching"] is True
     assert engine_options(ServiceSettings())["enforce_eager"] is True  # CPU: no graphs to capture
+
+
+def test_concurrent_backbone_exports_share_one_complete_copy(loaded_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Issue 11: replicas sharing a cache volume raced on one fixed temporary directory."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from safetensors.torch import load_file
+
+    from service.engine.vllm_backend import export_backbone
+
+    with ThreadPoolExecutor(4) as pool:
+        dirs = list(pool.map(lambda _: export_backbone(loaded_model, tmp_path), range(4)))
+    assert len(set(dirs)) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [dirs[0].name]  # no partial copies left behind
+    state = load_file(str(dirs[0] / "model.safetensors"))
+    assert set(state) == {f"model.{name}" for name in loaded_model.model.model.state_dict()}
+    assert export_backbone(loaded_model, tmp_path) == dirs[0]
