@@ -46,6 +46,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--steps", type=int, required=True, help="optimisation steps (DPA: rounds)")
     add("--out", type=Path, required=True, help="run directory: metrics.jsonl, checkpoints/, final/")
     add("--weights", type=name_values, default={}, help="objective weights NAME=W,... (others weigh 0)")
+    add("--objectives", type=lambda s: [n for n in s.split(",") if n], default=[],
+        help="objectives PAMA combines (pama, grpo --combine pama), comma-separated; default: all")
     add("--rule-reward", dest="rule_rewards", action="append", default=[],
         help="trainer-side reward [NAME=]KIND[:ARGS]: length[:SCALE[:LOW:HIGH]], brevity[:SCALE] (repeatable)")
     add("--prompts-per-step", type=int, default=8)

@@ -38,6 +38,8 @@ class RunConfig:
     api_key: str | None = None
     weights: dict[str, float] = field(default_factory=dict)
     """Objective weights (service objectives and rule rewards by name); objectives left out weigh 0."""
+    objectives: list[str] = field(default_factory=list)
+    """Objectives PAMA combines (Noon-PPO, GRPO with ``--combine pama``); empty: every objective."""
     rule_rewards: list[str] = field(default_factory=list)
     """Trainer-side rule rewards (see `rule_rewards.parse_rule`), named and logged like service objectives."""
     prompts_per_step: int = 8

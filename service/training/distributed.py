@@ -51,6 +51,14 @@ class World:
         dist.all_reduce(tensor)
         return {k: float(v) / self.size for k, v in zip(keys, tensor.tolist(), strict=True)}
 
+    def gather(self, value: str) -> list[str]:
+        """Every rank's ``value``, in rank order (one element when not distributed)."""
+        if not self.active:
+            return [value]
+        values: list[str] = [""] * self.size
+        dist.all_gather_object(values, value)
+        return values
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()

@@ -7,7 +7,9 @@ One round (a ``--steps`` step), as algorithms.md §5.3:
    rendering) and sample K = ``--num-generations`` responses;
 3. score each response (without the system prompt: the reward model judges the user's conversation) and
    keep ``argmax_y v . r(x, y)`` (the rejection-sampling pick);
-4. SFT (token NLL) on the winners, conditioned on the system prompt, for ``--sft-epochs``.
+4. SFT (NLL) on the winners, conditioned on the system prompt, for ``--sft-epochs``. Each winner's NLL is
+   its token mean and winners weigh equally, so a long winner does not outvote a short one (with a plain
+   token mean, long answers win every direction's SFT: measured on the tiny test policy).
 After the last round the policy is evaluated along ``--sweep-angles`` on ``--eval-prompts`` (or the
 training prompts): ``OUT/front.json`` and ``OUT/front.png`` hold the mean of both objectives per direction.
 [unknown in the paper: K, the distribution of v, prompts per round, the learning rate; the uniform angle
@@ -27,7 +29,7 @@ from service.training.config import ConfigError, DpaConfig, RunConfig
 from service.training.data import PromptRow, read_prompts
 from service.training.distributed import World
 from service.training.loop import TrainerBase
-from service.training.losses import rsf_select, sft_nll
+from service.training.losses import rsf_select, sequence_mean
 from service.training.sequences import build_batch, forward_logprobs
 
 
@@ -79,9 +81,9 @@ class DpaTrainer(TrainerBase):
             for part in torch.randperm(len(batch), generator=generator).split(self.cfg.sft_batch_size):
                 sub = batch.select(part)
                 logp, _ = forward_logprobs(self.model, sub)
-                loss = sft_nll(logp, sub.completion_mask)
+                loss = sequence_mean(-logp, sub.completion_mask)
                 self.optimizer_step(loss)
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
         return {"loss": float(np.mean(losses))}
 
     def after_training(self) -> None:

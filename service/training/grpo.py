@@ -62,8 +62,10 @@ class GrpoTrainer(TrainerBase):
     def _sequence_advantages(self, rewards: Rewards) -> np.ndarray:
         """[N] per-sequence advantages, or [N, K] per-objective ones when PAMA combines per token."""
         if self.cfg.combine == "pama" and self.cfg.pama_granularity == "token":
-            per_objective = group_normalize(rewards.values, self.cfg.scale_rewards)
+            per_objective = group_normalize(rewards.only(self.run.objectives).values, self.cfg.scale_rewards)
             return per_objective.reshape(-1, per_objective.shape[-1])
+        if self.cfg.combine == "pama":
+            rewards = rewards.only(self.run.objectives)
         return sequence_advantages(rewards, self.cfg, self.run.weights).reshape(-1)
 
     def _update(self, tensors: _StepTensors) -> dict[str, float]:
@@ -90,7 +92,7 @@ class GrpoTrainer(TrainerBase):
         kl = k3_kl(logp, t.ref) if t.ref is not None else torch.zeros_like(logp)
         reduce = masked_mean if cfg.loss_type == "dapo" else sequence_mean
         loss = reduce(per_token + cfg.beta * kl, mask)
-        stats = {"loss": float(loss), "kl": float(masked_mean(kl.detach(), mask)),
+        stats = {"loss": float(loss.detach()), "kl": float(masked_mean(kl.detach(), mask)),
                  "clip_fraction": float(masked_mean(clipped.float(), mask))}  # fmt: skip
         if first and t.sampled is not None:  # trainer vs engine on the same tokens: the stale-weights check
             stats["rollout/logprob_gap"] = float(masked_mean((old - t.sampled).abs(), mask))
@@ -101,6 +103,7 @@ class GrpoTrainer(TrainerBase):
         """The combined reward the run optimises (and PAMA's mean weights when it combines)."""
         cfg = self.cfg
         if cfg.combine == "pama":
+            rewards = rewards.only(self.run.objectives)
             weights = pama_combine(group_normalize(rewards.values, cfg.scale_rewards), noon=cfg.pama_noon).weights
             mean = weights.reshape(-1, weights.shape[-1]).mean(0)
             return {f"pama_weights/{name}": float(w) for name, w in zip(rewards.names, mean, strict=True)}

@@ -23,7 +23,7 @@ from clients import RewardClient
 from service.training.checkpoint import load_checkpoint, save_checkpoint
 from service.training.config import RunConfig
 from service.training.data import Messages, PromptCursor, PromptRow, read_prompts
-from service.training.distributed import World
+from service.training.distributed import World, weights_digest
 from service.training.metrics import MetricsLog, plot_metrics
 from service.training.policy import load_policy, resolve_policy_dir, save_policy
 from service.training.rewards import Rewards, RewardSource
@@ -134,11 +134,13 @@ class TrainerBase:
 
     def export(self) -> Path:
         final = self.run.out / "final"
+        digests = self.world.gather(weights_digest(self.policy.model))  # equal on every rank under DDP
         if self.world.is_main:
             save_policy(self.policy, final)
             (final / "paretorm_training.json").write_text(json.dumps(
                 {"algorithm": self.algorithm, "steps": self.run.steps, "policy_source": self.run.policy,
-                 "reward_revision": self.rewards.revision, "objectives": list(self.rewards.names)}, indent=2))  # fmt: skip
+                 "reward_revision": self.rewards.revision, "objectives": list(self.rewards.names),
+                 "world_size": self.world.size, "rank_weight_digests": digests}, indent=2))  # fmt: skip
             if self.run.plot:
                 plot_metrics(self.run.out / "metrics.jsonl", self.run.out / "rewards.png",
                              title=f"paretorm train {self.algorithm}")  # fmt: skip

@@ -52,7 +52,8 @@ class NoonPpoTrainer(TrainerBase):
         super().__init__(run, world)
 
     def build_extra_modules(self) -> nn.ModuleDict:
-        heads = nn.Linear(self.policy.model.config.hidden_size, len(self.rewards.names)).to(self.run.device)
+        self.objectives = tuple(self.run.objectives) or self.rewards.names
+        heads = nn.Linear(self.policy.model.config.hidden_size, len(self.objectives)).to(self.run.device)
         nn.init.zeros_(heads.weight)
         nn.init.zeros_(heads.bias)
         return nn.ModuleDict({"value_heads": heads})
@@ -65,6 +66,7 @@ class NoonPpoTrainer(TrainerBase):
         prompt_ids, completions, record = self.rollout(rows, run.num_generations, self.step_seed(step))
         rewards = self.score(rows, completions)
         record.update(self.reward_metrics(rewards))
+        rewards = rewards.only(self.objectives)
         batch = self.flat_batch(prompt_ids, completions)
         with torch.no_grad():
             old_logp, old_values = self.model(batch)
@@ -104,7 +106,8 @@ class NoonPpoTrainer(TrainerBase):
         value_loss = clipped_value_loss(values, old_values, returns, mask, cfg.value_clip)
         loss = policy_loss + cfg.vf_coef * value_loss
         real = mask.cpu().numpy() > 0
-        stats = {"loss": float(loss), "policy_loss": float(policy_loss), "value_loss": float(value_loss),
+        stats = {"loss": float(loss.detach()), "policy_loss": float(policy_loss.detach()),
+                 "value_loss": float(value_loss.detach()),
                  "pama/positive_token_share": float((solved.combined[real] > 0).mean()) if real.any() else 0.0,
                  "pama/combined_mean": float(solved.combined[real].mean()) if real.any() else 0.0}  # fmt: skip
         mean_weights = solved.weights[real].mean(0) if real.any() else np.zeros(len(names))

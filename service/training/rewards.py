@@ -38,6 +38,16 @@ class Rewards:
     def objective(self, name: str) -> np.ndarray:
         return self.values[..., self.names.index(name)]
 
+    def only(self, names: Sequence[str]) -> Rewards:
+        """The same rewards restricted to ``names`` (all of them when empty), in that order."""
+        if not names:
+            return self
+        unknown = [n for n in names if n not in self.names]
+        if unknown:
+            raise RewardStop(f"--objectives {unknown} are not among the objectives {list(self.names)}")
+        index = [self.names.index(n) for n in names]
+        return Rewards(tuple(names), self.values[..., index], self.gated)
+
 
 class RewardSource:
     """Scores completions: the service's objectives (if a URL is given), then the rule rewards, in that order."""
