@@ -7,6 +7,7 @@ judge list. Each case is checked on every route that could carry it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -110,3 +111,19 @@ def test_every_route_with_a_body_decodes_it_through_the_one_check() -> None:
     with_body = [route for route in app.routes if getattr(route, "body_field", None) is not None]
     assert {route.path for route in with_body} >= {"/v1/score", "/get_reward", "/v1/judge", "/v1/pama/weights"}
     assert all(isinstance(route, CheckedJsonRoute) for route in with_body)
+
+
+def test_a_hopelessly_long_text_is_refused_before_tokenising(http: httpx.Client) -> None:
+    started = time.monotonic()
+    message = error_of(http.post("/v1/score", json={"items": [{"prompt": "p", "response": "w" * 60_000}]}), 413,
+                       "payload_too_large")
+    assert "60" in message and "characters" in message and "truncation" in message
+    assert time.monotonic() - started < 5
+    long_query = error_of(http.post("/get_reward", json={"query": ["w" * 60_000]}), 413, "payload_too_large")
+    assert long_query.startswith("query[0]: ")
+
+
+def test_a_hopeless_response_is_refused_before_tokenising_under_left_truncation(http: httpx.Client) -> None:
+    body = {"items": [{"prompt": "p", "response": "w" * 60_000}], "truncation": "left"}
+    message = error_of(http.post("/v1/score", json=body), 413, "payload_too_large")
+    assert "characters" in message and message.endswith("shorten the response")
