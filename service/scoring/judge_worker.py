@@ -36,10 +36,11 @@ JudgeJob = tuple[str, str, list[dict[str, Any]], dict[str, float] | None, int | 
 
 @dataclass(frozen=True, slots=True)
 class ItemVerdicts:
-    """One item's verdicts as (name, passed, reason), or the message of its spec error (a 422)."""
+    """One item's verdicts as (name, passed, reason), or its spec error (a 422), or a judge's crash."""
 
     results: tuple[tuple[str, bool, str], ...] = ()
     error: str | None = None
+    crash: str | None = None  # a judge raised something other than a spec error: a bug, answered as a 500
 
 
 class JudgeWorker:
@@ -131,4 +132,6 @@ def _judge_one(job: JudgeJob, registry: Any) -> ItemVerdicts:
         report = evaluate_judges(prompt, response, specs, JudgeContext(rewards, token_count), registry)
     except ObjectiveInputError as error:
         return ItemVerdicts(error=str(error))
+    except Exception as error:  # a judge bug: answer it as such and keep the worker alive
+        return ItemVerdicts(crash=f"{type(error).__name__}: {error}"[:300])
     return ItemVerdicts(results=tuple((r.name, r.passed, r.reason) for r in report.results))

@@ -8,6 +8,8 @@ in `JudgeWorker`'s child process under a time budget (user regexes and long text
 
 from __future__ import annotations
 
+import logging
+
 from clients.protocol import (
     JudgeInfo,
     JudgeItemResult,
@@ -19,12 +21,14 @@ from clients.protocol import (
     PamaResponse,
     Prompt,
 )
-from service.errors import InvalidRequest, PayloadTooLarge
+from service.errors import InvalidRequest, PayloadTooLarge, ServiceError
 from service.objectives.judges import default_registry, resolve_specs
 from service.objectives.pama import pama_combine
 from service.objectives.validation import ObjectiveInputError
 from service.scoring.judge_worker import JudgeWorker
 from service.scoring.scorer import Scorer
+
+logger = logging.getLogger(__name__)
 
 _MODEL_JUDGES = frozenset({"reward_threshold"})
 
@@ -78,6 +82,9 @@ async def judge(request: JudgeRequest, scorer: Scorer, worker: JudgeWorker) -> J
     for i, item_verdicts in enumerate(verdicts):
         if item_verdicts.error is not None:
             raise InvalidRequest(f"items[{i}].{item_verdicts.error}")
+        if item_verdicts.crash is not None:
+            logger.error("a judge failed on items[%d]: %s", i, item_verdicts.crash)
+            raise ServiceError(f"a judge failed on items[{i}] ({item_verdicts.crash.split(':')[0]}); it was logged")
         judged = [JudgeResult(name=name, passed=passed, reason=reason) for name, passed, reason in item_verdicts.results]
         results.append(JudgeItemResult(results=judged, all_passed=all(r.passed for r in judged)))
     return JudgeResponse(results=results)

@@ -79,6 +79,8 @@ CASES = [
     ("json_format", {}, '```json\n{"a": [1, 2]}\n```', True, "valid JSON"),
     ("json_format", {"allow_code_fence": False}, '```json\n{"a": 1}\n```', False, "not valid JSON"),
     ("json_format", {}, "{'a': 1}", False, "not valid JSON: Expecting property name"),
+    ("json_format", {}, "[" * 100_000 + "]" * 100_000, False, "nested too deep"),  # used to crash the judge
+    ("json_format", {}, "9" * 5000, False, "cannot be read"),
     ("no_commas", {}, "No commas here.", True, "contains no commas"),
     ("no_commas", {}, "One, two, three", False, "contains 2 comma(s)"),
     ("all_lowercase", {}, "all quiet here 123", True, "all letters are lowercase"),

@@ -81,3 +81,22 @@ def test_worker_budget_raises_invalid_request() -> None:
             worker.close()
 
     asyncio.run(main())
+
+
+def test_a_judge_that_crashes_is_answered_and_the_worker_lives_on() -> None:
+    from service.objectives.judges import Judge, JudgeRegistry
+    from service.scoring.judge_worker import _judge_one
+
+    def broken(prompt: str, response: str, args: object, ctx: object) -> object:
+        raise ZeroDivisionError("a judge bug")
+
+    registry = JudgeRegistry([Judge("broken", "always raises", {"type": "object"}, broken)])  # type: ignore[arg-type]
+    verdicts = _judge_one(("p", "r", [{"name": "broken"}], None, None), registry)
+    assert verdicts.crash == "ZeroDivisionError: a judge bug" and verdicts.error is None
+
+
+def test_deep_json_in_a_response_is_a_verdict_not_a_dead_worker(http: httpx.Client) -> None:
+    body = {"items": [{"prompt": "p", "response": "[" * 20_000 + "]" * 20_000, "judges": [{"name": "json_format"}]}]}
+    answer = http.post("/v1/judge", json=body)
+    assert answer.status_code == 200, answer.text
+    assert "nested too deep" in answer.json()["results"][0]["results"][0]["reason"]

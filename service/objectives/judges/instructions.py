@@ -140,6 +140,10 @@ def _check_json(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeC
         json.loads(text)
     except json.JSONDecodeError as error:
         return JudgeVerdict(False, f"not valid JSON: {error.msg} at line {error.lineno} column {error.colno}")
+    except RecursionError:  # valid by the grammar, but no parser a consumer uses reads it
+        return JudgeVerdict(False, "JSON nested too deep to parse (past the parser's recursion limit)")
+    except ValueError as error:  # e.g. an integer literal beyond Python's 4300-digit limit
+        return JudgeVerdict(False, f"JSON that cannot be read: {error}")
     return JudgeVerdict(True, "the whole response is valid JSON")
 
 
