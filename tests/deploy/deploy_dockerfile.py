@@ -59,3 +59,27 @@ def parse_dockerfile(text: str) -> list[Instruction]:
     if pending:
         raise ValueError("Dockerfile ends inside a line continuation (trailing backslash)")
     return instructions
+
+
+def stage_names(instructions: list[Instruction]) -> dict[int, str]:
+    """Stage number -> name, for the stages named with `FROM ... AS name`."""
+    return {i.stage: i.args.split()[-1] for i in instructions if i.keyword == "FROM" and " AS " in i.args}
+
+
+def resolved_env(instructions: list[Instruction], stage: int) -> dict[str, str]:
+    """ENV in effect in `stage`: its own ENV lines over those of the stages it is built FROM (in order)."""
+    names = stage_names(instructions)
+    parents = {i.stage: i.args.split()[0] for i in instructions if i.keyword == "FROM"}
+    chain: list[int] = []
+    current: int | None = stage
+    while current is not None:
+        chain.append(current)
+        current = next((n for n, name in names.items() if name == parents[current]), None)
+    env: dict[str, str] = {}
+    for number in reversed(chain):
+        for instruction in instructions:
+            if instruction.stage == number and instruction.keyword == "ENV":
+                for pair in instruction.args.split():
+                    key, _, value = pair.partition("=")
+                    env[key] = value
+    return env

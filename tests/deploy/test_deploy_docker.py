@@ -1,9 +1,12 @@
-"""Dockerfile, .dockerignore and docker-compose.yml, checked by parsing (no Docker daemon in CI)."""
+"""Dockerfile, .dockerignore and docker-compose.yml, checked by parsing (no daemon needed). Building and
+running them for real is test_deploy_docker_run.py (`make test-deploy`)."""
 
 from __future__ import annotations
 
+import re
+
 import yaml
-from deploy_dockerfile import Instruction, parse_dockerfile
+from deploy_dockerfile import Instruction, parse_dockerfile, resolved_env, stage_names
 from deploy_paths import REPO
 from deploy_settings import service_settings
 
@@ -22,16 +25,6 @@ def _final_stage() -> list[Instruction]:
     instructions = _instructions()
     last = max(i.stage for i in instructions)
     return [i for i in instructions if i.stage == last]
-
-
-def _env(stage: list[Instruction]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for instruction in stage:
-        if instruction.keyword == "ENV":
-            for pair in instruction.args.split():
-                key, _, value = pair.partition("=")
-                env[key] = value
-    return env
 
 
 def _compose() -> dict:
@@ -53,12 +46,21 @@ def test_parser_joins_continuations_and_counts_stages() -> None:
     ]
 
 
-def test_multi_stage_on_slim_python_311() -> None:
-    froms = [i.args for i in _instructions() if i.keyword == "FROM"]
-    assert len(froms) >= 2, "builder and runtime stages"
-    assert all(f.startswith("python:${PYTHON_VERSION}-slim") for f in froms)
-    assert "ARG PYTHON_VERSION=3.11" in [f"{i.keyword} {i.args}" for i in _instructions() if i.stage == -1]
-    assert any(i.keyword == "COPY" and i.args.startswith("--from=builder /opt/venv") for i in _final_stage())
+def test_base_image_is_a_build_arg_defaulting_to_slim_python_311() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    directive = re.compile(r"^#\s*syntax\s*=", re.M | re.I)
+    assert not directive.search(text), "a syntax directive makes BuildKit pull a frontend image: no offline build"
+    instructions = _instructions()
+    global_args = [i.args for i in instructions if i.stage == -1 and i.keyword == "ARG"]
+    assert global_args == ["PYTHON_VERSION=3.11", "BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm"]
+    stages = stage_names(instructions)
+    froms = [i.args.split()[0] for i in instructions if i.keyword == "FROM"]
+    assert all(f == "${BASE_IMAGE}" or f in stages.values() for f in froms), froms
+    assert {"builder", "default-model", "trainer", "runtime"} <= set(stages.values())
+    assert stages[max(stages)] == "runtime", "the server is the last stage, so a plain `docker build .` makes it"
+    final = _final_stage()
+    assert any(i.keyword == "COPY" and i.args.startswith("--from=builder /opt/venv") for i in final)
+    assert any(i.keyword == "COPY" and i.args.startswith("--from=default-model ") for i in final)
 
 
 def test_torch_is_pinned_and_installed_before_the_project() -> None:
@@ -85,10 +87,11 @@ def test_runtime_is_non_root_exposes_8000_and_serves() -> None:
     assert entrypoint.exec_form() == ["paretorm", "serve"], (
         "exec form: uvicorn gets SIGTERM directly as PID 1"
     )
-    env = _env(stage)
+    env = resolved_env(_instructions(), max(i.stage for i in _instructions()))
     assert env["PARETORM_HOST"] == "0.0.0.0"
     assert env["PARETORM_PORT"] == "8000"
     assert env["HF_HUB_OFFLINE"] == "1"
+    assert env["PARETORM_MODEL"] == "/opt/paretorm/default-model", "the built-in default model, no mount"
     assert MALLOC_ENV.items() <= env.items()
 
 
@@ -116,14 +119,13 @@ def test_compose_services_health_and_gpu_profile() -> None:
         assert test[0] == "CMD" and "/health/live" in test[-1]
         compile(test[-1], "<compose healthcheck>", "exec")
         assert service["environment"]["PARETORM_HOST"] == "0.0.0.0"
-        assert service["environment"]["PARETORM_MODEL"] == "/models/armorm"
-        assert any(v.endswith(":/models/armorm:ro") for v in service["volumes"]), "weights mount read-only"
         assert service["init"] is True and service["read_only"] is True
         settings = service_settings(service["environment"])
         assert settings.host == "0.0.0.0" and settings.port == 8000
         grace = int(service["stop_grace_period"].removesuffix("s"))
         assert grace >= settings.drain_timeout_s + 5, "docker stop must not SIGKILL during the drain"
         assert service["environment"]["PARETORM_API_KEYS"] is None, "keys pass through from the shell only"
+        assert service["build"]["target"] == "runtime"
     assert cpu["build"]["args"]["TORCH_INDEX"].endswith("/whl/cpu")
     assert (cpu["environment"]["PARETORM_DEVICE"], gpu["environment"]["PARETORM_DEVICE"]) == ("cpu", "cuda")
     assert gpu["environment"]["PARETORM_DTYPE"] == "bfloat16"
@@ -133,8 +135,25 @@ def test_compose_services_health_and_gpu_profile() -> None:
     assert "paretorm-cache" in compose["volumes"]
 
 
+def test_compose_cpu_server_needs_no_weights_and_gpu_mounts_them_read_only() -> None:
+    services = _compose()["services"]
+    cpu, gpu = services["paretorm"], services["paretorm-gpu"]
+    assert "PARETORM_MODEL" not in cpu["environment"], "the image's built-in model: `docker compose up` works"
+    assert all(":/models" not in v for v in cpu["volumes"])
+    assert gpu["environment"]["PARETORM_MODEL"] == "/models/armorm"
+    assert any(v.endswith(":/models/armorm:ro") for v in gpu["volumes"])
+
+
+def test_compose_ports_bind_to_loopback_by_default() -> None:
+    """Auth is off unless PARETORM_API_KEYS is set: publish on 127.0.0.1 unless PARETORM_BIND says otherwise."""
+    services = _compose()["services"]
+    published = [port for service in services.values() for port in service.get("ports", [])]
+    assert published and all(p.startswith("${PARETORM_BIND:-127.0.0.1}:") for p in published), published
+
+
 def test_compose_prometheus_uses_the_repo_scrape_config() -> None:
     prometheus = _compose()["services"]["prometheus"]
-    assert prometheus["profiles"] == ["monitoring"]
+    assert "profiles" not in prometheus, "Prometheus comes up with the server"
+    assert prometheus["image"].startswith("${PROMETHEUS_IMAGE:-prom/prometheus:")
     source = prometheus["volumes"][0].split(":")[0]
     assert (REPO / source).resolve() == (REPO / "deploy" / "prometheus" / "prometheus.yml").resolve()

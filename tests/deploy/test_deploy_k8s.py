@@ -1,5 +1,10 @@
 """Kubernetes manifests: every file parses and lints, complete objects pass strict schema validation, and the
-rendered overlays keep the invariants the service depends on (probe routes, drain timing, non-root, GPU)."""
+rendered overlays (`kubectl kustomize`) keep the invariants the service depends on (probe routes, drain timing,
+non-root, GPU, who may connect), and the trainer Job reaches the Service with arguments `paretorm train` accepts.
+
+`kubectl apply --dry-run=client` is not used: even in client mode kubectl asks the API server for its
+discovery and OpenAPI documents (`failed to download openapi ... localhost:8080`), so without a cluster it
+cannot run. Strict schema validation with kubernetes-validate covers what it would check offline."""
 
 from __future__ import annotations
 
@@ -9,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from deploy_dockerfile import parse_dockerfile
-from deploy_kustomize import KUSTOMIZATION_FILE, Resource, find
+from deploy_render import KUSTOMIZATION_FILE, Resource, find
 from deploy_metrics import CONTRACT_METRICS, gauges
 from deploy_paths import K8S, OVERLAYS, REPO
 from deploy_settings import service_settings
@@ -19,7 +24,7 @@ from yamllint import linter
 # Oldest Kubernetes we support (autoscaling/v2, policy/v1 PDB, seccompProfile field) and the newest schema.
 K8S_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 KUSTOMIZE_GROUP = "kustomize.config.k8s.io"
-CRD_GROUPS = {"monitoring.coreos.com"}
+CRD_GROUPS = {"monitoring.coreos.com", "keda.sh"}
 HELM_VALUES = {K8S / "prometheus-adapter" / "values.yaml"}
 ALLOWED_DTYPES = {"float32", "bfloat16"}
 ALLOWED_DEVICES = {"cpu", "cuda"}
@@ -106,7 +111,8 @@ def test_complete_manifests_validate_strictly() -> None:
                 continue  # no bundled schema; structural checks below
             _validate_strict(resource)
             kinds.add(resource["kind"])
-    expected = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler"}
+    expected = {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Job"}
+    expected |= {"NetworkPolicy"}
     assert expected | {"Secret", "PersistentVolumeClaim"} <= kinds
 
 
@@ -118,7 +124,7 @@ def test_strict_validation_catches_a_bad_field() -> None:
         _validate_strict(deployment)
 
 
-@pytest.mark.parametrize("overlay", [*OVERLAYS, "full"])
+@pytest.mark.parametrize("overlay", [*OVERLAYS, "full", "keda-embedded"])
 def test_rendered_overlay_validates_strictly(rendered: dict[str, list[Resource]], overlay: str) -> None:
     for resource in rendered[overlay]:
         if _group(resource) not in CRD_GROUPS:

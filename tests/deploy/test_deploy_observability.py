@@ -8,7 +8,7 @@ import re
 
 import pytest
 import yaml
-from deploy_kustomize import render
+from deploy_render import render
 from deploy_metrics import CONTRACT_METRICS, EXPORTED_METRICS, exported_series, gauges
 from deploy_paths import K8S, REPO
 
