@@ -63,3 +63,10 @@ bench-gpu:
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Reliability suites (issue 11): generated bad input (hypothesis) against every body route of a real service;
+# prints one table (suite, cases tried, failures, requests lost, the service's peak RSS) and writes it to
+# runs/reliability/summary.json. PARETORM_RELIABILITY_EXAMPLES sets the cases per route (default 1000).
+.PHONY: reliability
+reliability: install-test
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/reliability -m reliability $(PYTEST_ARGS)
