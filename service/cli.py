@@ -92,6 +92,12 @@ def _run_train(rest: list[str]) -> int:
     return int(train_main(rest) or 0)
 
 
+def _run_bench_rollout(rest: list[str]) -> int:
+    from service.training.rollout_bench import main as rollout_main
+
+    return int(rollout_main(rest) or 0)
+
+
 def _run_bench_engine(rest: list[str]) -> int:
     from service.bench.engine_bench import main as engine_main
 
@@ -104,6 +110,7 @@ _PASSTHROUGH = {
     "augment": (_run_augment, "MAPL: augment a preference JSONL with instruction pairs"),
     "train": (_run_train, "train a policy on the service's rewards: grpo, pama, dpa"),
     "bench": (_run_bench, "side-by-side throughput benchmark"),
+    "bench-rollout": (_run_bench_rollout, "rollout tokens/s: vLLM vs transformers generate on one policy"),
     "bench-engine": (_run_bench_engine, "the scoring backend alone on any device (the GPU check)"),
 }
 

@@ -146,7 +146,10 @@ def parse(argv: Sequence[str]) -> tuple[str, RunConfig, Any]:
         import os
 
         args["reward_url"] = os.environ.get("PARETORM_URL") or None
-    return algorithm, RunConfig(**args), config_class(**own)
+    run, cfg = RunConfig(**args), config_class(**own)
+    if algorithm == "grpo" and cfg.combine == "weights" and not any(run.weights.values()):
+        raise ConfigError("--combine weights (the default) needs --weights NAME=W,... with a non-zero weight")
+    return algorithm, run, cfg
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -68,15 +68,15 @@ class DpaTrainer(TrainerBase):
             chosen = rewards.objective(name)[np.arange(len(rows)), best]
             record[f"dpa/selected/{name}/mean"] = float(chosen.mean())
         record["dpa/angle/mean"] = float(angles.mean())
-        record.update(self._sft(prompt_ids, winners))
+        record.update(self._sft(prompt_ids, winners, step))
         record["sync_s"] = self.finish_update()
         self._directions = {}
         return record
 
-    def _sft(self, prompt_ids: list[list[int]], winners: list[list[int]]) -> dict[str, float]:
+    def _sft(self, prompt_ids: list[list[int]], winners: list[list[int]], step: int) -> dict[str, float]:
         batch = build_batch(prompt_ids, winners, int(self.policy.tokenizer.pad_token_id)).to(self.run.device)
         losses = []
-        generator = torch.Generator().manual_seed(self.run.seed)
+        generator = torch.Generator().manual_seed(self.step_seed(step))
         for _ in range(self.cfg.sft_epochs):
             for part in torch.randperm(len(batch), generator=generator).split(self.cfg.sft_batch_size):
                 sub = batch.select(part)

@@ -55,7 +55,7 @@ class GrpoTrainer(TrainerBase):
             ref=batched_logprobs(self.reference, batch, run.temperature) if self.reference is not None else None,
             sampled=rollout_logprobs(completions, batch.completion_mask),
         )  # fmt: skip
-        record.update(self._update(tensors))
+        record.update(self._update(tensors, step))
         record["sync_s"] = self.finish_update()
         return record
 
@@ -68,10 +68,10 @@ class GrpoTrainer(TrainerBase):
             rewards = rewards.only(self.run.objectives)
         return sequence_advantages(rewards, self.cfg, self.run.weights).reshape(-1)
 
-    def _update(self, tensors: _StepTensors) -> dict[str, float]:
+    def _update(self, tensors: _StepTensors, step: int) -> dict[str, float]:
         cfg, n = self.cfg, len(tensors.batch)
         totals: dict[str, list[float]] = {}
-        generator = torch.Generator().manual_seed(self.run.seed)
+        generator = torch.Generator().manual_seed(self.step_seed(step))
         for iteration in range(cfg.num_iterations):
             order = torch.randperm(n, generator=generator) if cfg.minibatches > 1 else torch.arange(n)
             for part in order.chunk(cfg.minibatches):

@@ -75,14 +75,14 @@ class NoonPpoTrainer(TrainerBase):
                                        batch.completion_mask, cfg.kl_coef)  # fmt: skip
         advantages, returns = gae(token_rewards, old_values, batch.completion_mask, cfg.gamma, cfg.lam)
         tensors = (batch, noon_clip(advantages), returns, old_logp, old_values, ref_logp)
-        record.update(self._update(tensors, rewards.names))
+        record.update(self._update(tensors, rewards.names, step))
         record["kl"] = float(masked_mean(old_logp - ref_logp, batch.completion_mask))
         record["sync_s"] = self.finish_update()
         return record
 
-    def _update(self, tensors: tuple, names: tuple[str, ...]) -> dict[str, float]:
+    def _update(self, tensors: tuple, names: tuple[str, ...], step: int) -> dict[str, float]:
         totals: dict[str, list[float]] = {}
-        generator = torch.Generator().manual_seed(self.run.seed)
+        generator = torch.Generator().manual_seed(self.step_seed(step))
         n = len(tensors[0])
         for _ in range(self.cfg.ppo_epochs):
             order = torch.randperm(n, generator=generator) if self.cfg.minibatches > 1 else torch.arange(n)

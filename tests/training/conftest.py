@@ -32,7 +32,7 @@ def write_prompts(path: Path, prompts: list[str]) -> Path:
     return path
 
 
-def build_tiny_policy(out: Path, *, eos_logit: float = 3.0, seed: int = 0) -> Path:
+def build_tiny_policy(out: Path, *, eos_logit: float = 6.0, seed: int = 0) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,9 @@ from tests.training.train_process import PARETORM
 
 
 def _args(prompts: Path, tmp_path: Path, *extra: str) -> list[str]:
+    weights = [] if "--weights" in extra else ["--weights", "length=1"]
     return ["grpo", "--policy", str(tmp_path), "--prompts", str(prompts), "--steps", "2", "--out", str(tmp_path / "o"),
-            "--reward-url", "http://127.0.0.1:1", *extra]  # fmt: skip
+            "--reward-url", "http://127.0.0.1:1", *weights, *extra]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -33,10 +35,11 @@ def _args(prompts: Path, tmp_path: Path, *extra: str) -> list[str]:
         (["--top-p", "1.5"], "--top-p must be in (0, 1]"),
         (["--combine", "direction"], "--combine direction needs --direction"),
         (["--rollout-tensor-parallel-size", "2"], "needs vLLM on CUDA"),
+        (["--weights", "verbosity=0"], "needs --weights NAME=W,... with a non-zero weight"),
     ],
 )
 def test_bad_settings_are_refused_with_the_fix(prompts_file: Path, tmp_path: Path, extra: list[str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         parse(_args(prompts_file, tmp_path, *extra))
 
 
@@ -46,7 +49,7 @@ def test_cli_exits_2_with_one_line(prompts_file: Path, tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == "paretorm train: --epsilon must be a finite number > 0 (got 0.0)"
     missing = subprocess.run([PARETORM, "train", "grpo", "--policy", "nowhere", "--prompts", str(prompts_file),
-                              "--steps", "1", "--out", str(tmp_path / "x"), "--rule-reward", "length"],
+                              "--steps", "1", "--out", str(tmp_path / "x"), "--rule-reward", "length", "--weights", "length=1"],
                              capture_output=True, text=True, timeout=120)  # fmt: skip
     assert missing.returncode == 2
     assert "not a local model directory" in missing.stderr and "nothing is downloaded" in missing.stderr
