@@ -235,3 +235,22 @@ def test_reward_threshold_needs_rewards_and_known_objectives() -> None:
 def test_token_length_needs_a_token_count() -> None:
     with pytest.raises(JudgeSpecError, match="needs the response's token count"):
         get_judge("length").check("p", "r", {"unit": "tokens", "max": 3})
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "response"),
+    [
+        ("sentence_count", {"max": 3}, "!" * 200_000 + "x"),  # was 4.6 s at 20 000
+        ("postscript", {"marker": "P.S."}, "\n" * 200_000),  # was 3.7 s at 20 000
+        ("section_count", {"splitter": "SECTION", "min": 1}, "\n" * 200_000),
+        ("paragraph_count", {"separator": "markdown_divider", "min": 1}, "a" + "\n" * 200_000 + "a"),
+    ],
+)
+def test_built_in_judges_are_linear_on_hostile_text(name: str, args: dict, response: str) -> None:
+    """Issue 11: patterns that rescanned runs of '!' or blank lines were quadratic in the response."""
+    import time
+
+    judge = get_judge(name)
+    started = time.perf_counter()
+    judge.check("p", response, args, CONTEXT)
+    assert time.perf_counter() - started < 1.0

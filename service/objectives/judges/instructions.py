@@ -42,7 +42,9 @@ __all__ = [
 ]
 
 _WORD = re.compile(r"\w+(?:[-'’]\w+)*")
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
+# Linear on hostile text: a match starts only at the start of a run of ".!?" and never backtracks into
+# it (plain `[.!?]+(?=\s|$)` retried every position of a run: 4.6 s for 20 000 "!" then a letter).
+_SENTENCE_END = re.compile(r"(?<![.!?])[.!?]++(?=\s|$)")
 _BULLET = re.compile(r"^[ \t]*[*+-][ \t]+\S", re.MULTILINE)
 _HIGHLIGHT = re.compile(r"\*[^\n*]+\*")
 _PLACEHOLDER = re.compile(r"\[[^\[\]\n]+\]")
@@ -65,7 +67,7 @@ def count_sentences(text: str) -> int:
 
 
 def count_paragraphs(text: str, separator: str = "blank_line") -> int:
-    pattern = r"\n[ \t]*\n" if separator == "blank_line" else r"^\s*\*\*\*\s*$"
+    pattern = r"\n[ \t]*\n" if separator == "blank_line" else r"^[^\S\n]*\*\*\*[^\S\n]*$"
     parts = re.split(pattern, text.strip(), flags=re.MULTILINE)
     return sum(1 for part in parts if part.strip())
 
@@ -244,7 +246,9 @@ def _check_repeat_prompt(
 
 def _check_postscript(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext) -> JudgeVerdict:
     marker = args["marker"]
-    pattern = rf"(?im)^\s*{re.escape(marker)}"
+    # `[^\S\n]*`, not `\s*`: after `^` the line's own indentation is enough, and `\s*` across newlines
+    # made every line start rescan the rest of a blank-line flood (3.7 s for 20 000 newlines).
+    pattern = rf"(?im)^[^\S\n]*{re.escape(marker)}"
     if re.search(pattern, response):
         return JudgeVerdict(True, f"has a postscript starting with {marker!r}")
     return JudgeVerdict(False, f"no line starts with the postscript marker {marker!r}")
@@ -328,7 +332,7 @@ JUDGES: tuple[Judge, ...] = (
     _bounded(
         "section_count",
         "sections",
-        lambda r, a: len(re.findall(rf"(?m)^\s*{re.escape(a['splitter'])}\s+\d+", r)),
+        lambda r, a: len(re.findall(rf"(?m)^[^\S\n]*{re.escape(a['splitter'])}\s+\d+", r)),
         "Number of sections marked `<splitter> <n>` at line starts (e.g. 'SECTION 1') within bounds.",
         {"splitter": {"type": "string", "minLength": 1, "default": "SECTION"}},
     ),
