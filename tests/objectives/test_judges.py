@@ -254,3 +254,18 @@ def test_built_in_judges_are_linear_on_hostile_text(name: str, args: dict, respo
     started = time.perf_counter()
     judge.check("p", response, args, CONTEXT)
     assert time.perf_counter() - started < 1.0
+
+
+def test_a_catastrophic_user_regex_fails_its_judge_with_a_reason_in_bounded_time() -> None:
+    """Issue 11: `(a|aa)+$` on 60 a's then b runs for ages in `re`; the regex judge stops it per response."""
+    import time
+
+    from service.objectives.judges.text import REGEX_TIMEOUT_S
+
+    started = time.perf_counter()
+    verdict = get_judge("regex").check("p", "a" * 60 + "b", {"pattern": "(a|aa)+$", "mode": "search", "flags": []},
+                                       CONTEXT)
+    assert not verdict.passed and "did not finish within" in verdict.reason and "Rewrite the pattern" in verdict.reason
+    assert time.perf_counter() - started < REGEX_TIMEOUT_S + 1.5
+    assert get_judge("regex").check("p", "aaa", {"pattern": "(a|aa)+$", "mode": "fullmatch", "flags": []},
+                                    CONTEXT).passed

@@ -1,8 +1,9 @@
-"""Judging is bounded: a catastrophic regex or a quadratic text stalls neither the loop nor other requests.
+"""Judging is bounded: slow patterns stall neither the event loop nor other requests.
 
-Issue 11: judges ran on the event loop with no time bound, so one `(a+)+$` pattern stalled every request
-and the health probes. They now run in `JudgeWorker`'s child process, killed past the budget
-(`--judge-timeout-s 2` in the test service).
+Issue 11: judges ran on the event loop with no time bound, so one catastrophic pattern stalled every
+request and the health probes. A user pattern now stops after `REGEX_TIMEOUT_S` per response (its judge
+fails with a reason), and each request's judging runs in `JudgeWorker`'s child process, killed past the
+budget (`--judge-timeout-s 2` in the test service).
 """
 
 from __future__ import annotations
@@ -18,17 +19,26 @@ from service.errors import InvalidRequest
 from service.scoring.judge_worker import JudgeWorker
 from tests.service.test_api_errors import error_of
 
-CATASTROPHIC = {"name": "regex", "args": {"pattern": "(a+)+$"}}
-HOSTILE_RESPONSE = "a" * 60 + "b"  # (a+)+$ tries 2^60 splits before failing
+CATASTROPHIC = {"name": "regex", "args": {"pattern": "(a|aa)+$"}}
+HOSTILE_RESPONSE = "a" * 60 + "b"  # (a|aa)+$ tries every split into ones and twos before failing
+HOSTILE_ITEM = {"prompt": "p", "response": HOSTILE_RESPONSE, "judges": [CATASTROPHIC]}
 
 
-def test_a_catastrophic_regex_is_cut_at_the_budget_and_the_service_stays_responsive(http: httpx.Client) -> None:
+def test_one_catastrophic_match_fails_its_judge_and_the_request_is_answered(http: httpx.Client) -> None:
+    answer = http.post("/v1/judge", json={"items": [HOSTILE_ITEM, {**HOSTILE_ITEM, "response": "aaa"}]})
+    assert answer.status_code == 200, answer.text
+    slow, fine = answer.json()["results"]
+    assert slow["all_passed"] is False and "did not finish within" in slow["results"][0]["reason"]
+    assert fine["all_passed"] is True
+
+
+def test_many_slow_items_are_cut_at_the_budget_and_the_service_stays_responsive(http: httpx.Client) -> None:
     answers: list[httpx.Response] = []
-    body = {"items": [{"prompt": "p", "response": HOSTILE_RESPONSE, "judges": [CATASTROPHIC]}]}
+    body = {"items": [HOSTILE_ITEM] * 12}  # 12 x the per-match limit: over the request's budget
     started = time.monotonic()
     hostile = threading.Thread(target=lambda: answers.append(http.post("/v1/judge", json=body)))
     hostile.start()
-    time.sleep(0.3)  # the pattern is now running in the worker
+    time.sleep(0.3)  # the patterns are now running in the worker
     probe_started = time.monotonic()
     assert http.get("/health/live").status_code == 200
     assert http.post("/v1/score", json={"items": [{"prompt": "a", "response": "b"}]}).status_code == 200
@@ -39,16 +49,8 @@ def test_a_catastrophic_regex_is_cut_at_the_budget_and_the_service_stays_respons
     assert "budget of 2 s" in message and "catastrophic backtracking" in message
     assert probe_s < 1.0, f"health and scoring waited {probe_s:.2f} s behind the hostile judge"
     assert 1.5 < took_s < 10, took_s
-    fine = http.post("/v1/judge", json={"items": [{"prompt": "p", "response": "aaa", "judges": [CATASTROPHIC]}]})
+    fine = http.post("/v1/judge", json={"items": [{**HOSTILE_ITEM, "response": "aaa"}]})
     assert fine.status_code == 200 and fine.json()["results"][0]["all_passed"] is True  # a fresh worker
-
-
-def test_the_budget_bounds_the_whole_request_not_each_item(http: httpx.Client) -> None:
-    # Each item alone takes about 1.5 s here (2^24 splits, 2 busy cores), under the budget; twelve do not fit.
-    item = {"prompt": "p", "response": "a" * 24 + "b", "judges": [CATASTROPHIC]}
-    started = time.monotonic()
-    assert "budget" in error_of(http.post("/v1/judge", json={"items": [item] * 12}), 422, "invalid_request")
-    assert time.monotonic() - started < 10
 
 
 def test_worker_answers_in_order_after_a_cancelled_request() -> None:
@@ -56,7 +58,7 @@ def test_worker_answers_in_order_after_a_cancelled_request() -> None:
         worker = JudgeWorker(budget_s=3.0)
         try:
             await asyncio.to_thread(worker.start)
-            slow = asyncio.ensure_future(worker.evaluate([("p", HOSTILE_RESPONSE, [CATASTROPHIC], None, None)]))
+            slow = asyncio.ensure_future(worker.evaluate([("p", HOSTILE_RESPONSE, [CATASTROPHIC], None, None)] * 12))
             await asyncio.sleep(0.3)
             slow.cancel()  # a client hung up or its deadline passed
             with pytest.raises(asyncio.CancelledError):
@@ -77,7 +79,7 @@ def test_worker_budget_raises_invalid_request() -> None:
         worker = JudgeWorker(budget_s=0.5)
         try:
             with pytest.raises(InvalidRequest, match="budget of 0.5 s"):
-                await worker.evaluate([("p", HOSTILE_RESPONSE, [CATASTROPHIC], None, None)])
+                await worker.evaluate([("p", HOSTILE_RESPONSE, [CATASTROPHIC], None, None)] * 4)
         finally:
             worker.close()
 

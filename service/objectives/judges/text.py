@@ -1,5 +1,9 @@
 """Generic text judges: a regular expression and a length bound in characters, words or tokens.
 
+User patterns run on the `regex` engine (re's syntax) with a time limit per response, so a pattern that
+backtracks catastrophically on one policy output fails that judge with a reason instead of stalling or
+failing the whole request.
+
 Token counts depend on a tokenizer the judge does not have, so ``unit: "tokens"`` reads
 `JudgeContext.token_count` (filled in by the service from the policy tokenizer, or by a caller who
 already knows it); without it the judge refuses with an error rather than guessing.
@@ -7,9 +11,10 @@ already knows it); without it the judge refuses with an error rather than guessi
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
+
+import regex as re  # the `regex` engine: re's syntax, far less backtracking, and a per-match timeout
 
 from service.objectives.judges.base import (
     Judge,
@@ -25,6 +30,9 @@ from service.objectives.judges.instructions import count_words
 __all__ = ["JUDGES"]
 
 _FLAGS = {"IGNORECASE": re.IGNORECASE, "MULTILINE": re.MULTILINE, "DOTALL": re.DOTALL}
+REGEX_TIMEOUT_S = 0.5
+"""Most time one user pattern may spend on one response; past it the judge fails with a reason, and the
+rest of the request is judged (the worker's per-request budget is the backstop for everything else)."""
 
 
 def _compile(args: Mapping[str, Any]) -> re.Pattern[str]:
@@ -45,12 +53,18 @@ def _regex_problems(args: Mapping[str, Any]) -> list[str]:
 def _check_regex(prompt: str, response: str, args: Mapping[str, Any], ctx: JudgeContext) -> JudgeVerdict:
     pattern = _compile(args)
     mode = args["mode"]
-    if mode == "fullmatch":
-        ok = pattern.fullmatch(response) is not None
+    try:
+        if mode == "fullmatch":
+            ok = pattern.fullmatch(response, timeout=REGEX_TIMEOUT_S) is not None
+            return JudgeVerdict(
+                ok, f"the whole response {'matches' if ok else 'does not match'} /{pattern.pattern}/"
+            )
+        found = pattern.search(response, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
         return JudgeVerdict(
-            ok, f"the whole response {'matches' if ok else 'does not match'} /{pattern.pattern}/"
+            False, f"/{pattern.pattern}/ did not finish within {REGEX_TIMEOUT_S} s on this response (catastrophic "
+            "backtracking?); the judge fails it. Rewrite the pattern without nested or overlapping repeats"
         )
-    found = pattern.search(response)
     if mode == "search":
         if found:
             return JudgeVerdict(
