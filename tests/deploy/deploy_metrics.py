@@ -40,6 +40,9 @@ class MetricSpec:
 
     type: str
     labels: tuple[str, ...] = ()
+    # prometheus_client exports no `_sum` for a histogram with a negative bucket bound (its sum would not be
+    # monotonic, so rate() over it is meaningless): a dashboard mean over such a histogram is always empty.
+    has_sum: bool = True
 
 
 def _exported_metrics() -> dict[str, MetricSpec]:
@@ -48,7 +51,9 @@ def _exported_metrics() -> dict[str, MetricSpec]:
         if isinstance(value, MetricWrapperBase):
             # prometheus_client keeps the family name and labels on these attributes; counters gain `_total`.
             name = value._name + ("_total" if value._type == "counter" else "")
-            specs[name] = MetricSpec(value._type, tuple(value._labelnames))
+            bounds = getattr(value, "_upper_bounds", ())
+            has_sum = not any(bound < 0 for bound in bounds)
+            specs[name] = MetricSpec(value._type, tuple(value._labelnames), has_sum)
     return specs
 
 
@@ -62,8 +67,9 @@ def exported_series() -> dict[str, frozenset[str]]:
         labels = frozenset(spec.labels) | TARGET_LABELS
         if spec.type == "histogram":
             series[name + "_bucket"] = labels | {"le"}
-            series[name + "_sum"] = labels
             series[name + "_count"] = labels
+            if spec.has_sum:
+                series[name + "_sum"] = labels
         else:
             series[name] = labels
     return series

@@ -22,13 +22,17 @@ Resource = dict[str, Any]
 def kubectl() -> str:
     """The kubectl binary; an AssertionError with the fix when there is none."""
     path = shutil.which("kubectl")
-    assert path, "kubectl is not installed: the deploy tests render with `kubectl kustomize` (kubectl >= 1.27)"
+    assert path, (
+        "kubectl is not installed: the deploy tests render with `kubectl kustomize` (kubectl >= 1.27)"
+    )
     return path
 
 
 def render(directory: Path) -> list[Resource]:
     """`kubectl kustomize DIRECTORY`, parsed: the objects `kubectl apply -k` would apply."""
-    done = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, f"kubectl kustomize {directory} failed:\n{done.stderr}"
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 

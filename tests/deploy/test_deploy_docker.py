@@ -49,7 +49,9 @@ def test_parser_joins_continuations_and_counts_stages() -> None:
 def test_base_image_is_a_build_arg_defaulting_to_slim_python_311() -> None:
     text = (REPO / "Dockerfile").read_text()
     directive = re.compile(r"^#\s*syntax\s*=", re.M | re.I)
-    assert not directive.search(text), "a syntax directive makes BuildKit pull a frontend image: no offline build"
+    assert not directive.search(text), (
+        "a syntax directive makes BuildKit pull a frontend image: no offline build"
+    )
     instructions = _instructions()
     global_args = [i.args for i in instructions if i.stage == -1 and i.keyword == "ARG"]
     assert global_args == ["PYTHON_VERSION=3.11", "BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm"]
@@ -57,7 +59,9 @@ def test_base_image_is_a_build_arg_defaulting_to_slim_python_311() -> None:
     froms = [i.args.split()[0] for i in instructions if i.keyword == "FROM"]
     assert all(f == "${BASE_IMAGE}" or f in stages.values() for f in froms), froms
     assert {"builder", "default-model", "trainer", "runtime"} <= set(stages.values())
-    assert stages[max(stages)] == "runtime", "the server is the last stage, so a plain `docker build .` makes it"
+    assert stages[max(stages)] == "runtime", (
+        "the server is the last stage, so a plain `docker build .` makes it"
+    )
     final = _final_stage()
     assert any(i.keyword == "COPY" and i.args.startswith("--from=builder /opt/venv") for i in final)
     assert any(i.keyword == "COPY" and i.args.startswith("--from=default-model ") for i in final)
@@ -145,7 +149,7 @@ def test_compose_cpu_server_needs_no_weights_and_gpu_mounts_them_read_only() -> 
 
 
 def test_compose_ports_bind_to_loopback_by_default() -> None:
-    """Auth is off unless PARETORM_API_KEYS is set: publish on 127.0.0.1 unless PARETORM_BIND says otherwise."""
+    """Auth is off unless PARETORM_API_KEYS is set: publish on 127.0.0.1 unless PARETORM_BIND says so."""
     services = _compose()["services"]
     published = [port for service in services.values() for port in service.get("ports", [])]
     assert published and all(p.startswith("${PARETORM_BIND:-127.0.0.1}:") for p in published), published

@@ -1,6 +1,6 @@
-"""Kubernetes manifests: every file parses and lints, complete objects pass strict schema validation, and the
-rendered overlays (`kubectl kustomize`) keep the invariants the service depends on (probe routes, drain timing,
-non-root, GPU, who may connect), and the trainer Job reaches the Service with arguments `paretorm train` accepts.
+"""Kubernetes manifests: every file parses and lints, complete objects pass strict schema validation, and
+the rendered overlays (`kubectl kustomize`) keep the invariants the service depends on (probe routes, drain
+timing, non-root, GPU).
 
 `kubectl apply --dry-run=client` is not used: even in client mode kubectl asks the API server for its
 discovery and OpenAPI documents (`failed to download openapi ... localhost:8080`), so without a cluster it
@@ -14,9 +14,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from deploy_dockerfile import parse_dockerfile
-from deploy_render import KUSTOMIZATION_FILE, Resource, find
 from deploy_metrics import CONTRACT_METRICS, gauges
 from deploy_paths import K8S, OVERLAYS, REPO
+from deploy_render import KUSTOMIZATION_FILE, Resource, find
 from deploy_settings import service_settings
 from yamllint import config as yamllint_config
 from yamllint import linter

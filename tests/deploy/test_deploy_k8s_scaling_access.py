@@ -77,7 +77,9 @@ def test_network_policy_admits_only_trainers_and_prometheus(
     assert policy["policyTypes"] == ["Ingress"]
     peers = [peer for rule in policy["ingress"] for peer in rule["from"]]
     assert all(rule["ports"] == [{"port": "http", "protocol": "TCP"}] for rule in policy["ingress"])
-    assert all(peer.get("podSelector") or peer.get("namespaceSelector", {}).get("matchLabels") for peer in peers)
+    assert all(
+        peer.get("podSelector") or peer.get("namespaceSelector", {}).get("matchLabels") for peer in peers
+    )
     trainer_peers = [p for p in peers if p.get("podSelector", {}).get("matchLabels") == TRAINER_LABEL]
     assert trainer_peers, "trainer pods must be let in"
     monitoring = [p for p in peers if "podSelector" not in p]
@@ -89,11 +91,16 @@ def test_network_policy_admits_only_trainers_and_prometheus(
 def test_trainer_job_reaches_the_service_as_a_trainer(rendered: dict[str, list[Resource]]) -> None:
     job = _trainer_job()
     template = job["spec"]["template"]
-    assert TRAINER_LABEL.items() <= template["metadata"]["labels"].items(), "the label the NetworkPolicy admits"
+    assert TRAINER_LABEL.items() <= template["metadata"]["labels"].items(), (
+        "the label the NetworkPolicy admits"
+    )
     (trainer,) = template["spec"]["containers"]
     env = {e["name"]: e for e in trainer["env"]}
     service = find(rendered["cpu"], "Service", "paretorm")
-    assert env["PARETORM_URL"]["value"] == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    assert (
+        env["PARETORM_URL"]["value"]
+        == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
+    )
     assert env["PARETORM_API_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "api-key"
     assert trainer["image"] == "paretorm-trainer:0.1.0-cuda"
     assert trainer["resources"]["limits"]["nvidia.com/gpu"] == 1
@@ -130,4 +137,6 @@ def test_dockerfile_trainer_target_runs_paretorm_train_as_10001() -> None:
     assert entrypoint.exec_form() == ["paretorm", "train"]
     assert [i.args for i in own if i.keyword == "USER"] == ["10001:10001"]
     python_version = next(i.args for i in instructions if i.args.startswith("PYTHON_VERSION="))
-    assert f"python{python_version.split('=')[1]}" in IMAGE_SITE_PACKAGES, "prompts path follows the base's Python"
+    assert f"python{python_version.split('=')[1]}" in IMAGE_SITE_PACKAGES, (
+        "prompts path follows the base's Python"
+    )

@@ -8,9 +8,9 @@ import re
 
 import pytest
 import yaml
-from deploy_render import render
 from deploy_metrics import CONTRACT_METRICS, EXPORTED_METRICS, exported_series, gauges
 from deploy_paths import K8S, REPO
+from deploy_render import render
 
 from service import metrics as service_metrics
 
@@ -48,7 +48,13 @@ def test_metric_table_matches_the_service_and_the_contract() -> None:
 
 def test_expression_checker_rejects_unknown_metrics_and_labels() -> None:
     _check_expr('sum by (le, stage) (rate(paretorm_stage_duration_seconds_bucket{stage="forward"}[5m]))')
-    for bad in ("paretorm_queue_depth", "sum by (objective) (paretorm_queue_items)", "paretorm_batch_size"):
+    bad_exprs = (
+        "paretorm_queue_depth",
+        "sum by (objective) (paretorm_queue_items)",
+        "paretorm_batch_size",
+        "rate(paretorm_objective_score_sum[5m])",  # negative buckets: prometheus_client exports no _sum
+    )
+    for bad in bad_exprs:
         with pytest.raises(AssertionError):
             _check_expr(bad)
 
