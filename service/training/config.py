@@ -60,6 +60,8 @@ class RunConfig:
     save_every: int = 0
     resume: bool = False
     plot: bool = False
+    tensorboard: Path | None = None
+    """Also write every step metric as TensorBoard scalars here (needs the tensorboard package)."""
     eval_prompts: Path | None = None
     eval_samples: int = 0
     """0: greedy evaluation (one answer per prompt); N > 0: N sampled answers per prompt, seeded."""

@@ -67,7 +67,7 @@ class TrainerBase:
         if resumed:
             self._restore(resumed.trainer, resumed.state)
         self.metrics = MetricsLog(run.out / "metrics.jsonl", total=run.steps, start=self.start_step,
-                                  enabled=world.is_main, progress=run.progress)  # fmt: skip
+                                  enabled=world.is_main, progress=run.progress, tensorboard=run.tensorboard)  # fmt: skip
         self.engine = build_rollout(
             run.rollout, self.policy, dtype=run.rollout_dtype, seed=run.seed + world.rank,
             max_model_len=run.max_prompt_tokens + run.max_new_tokens + 8, sync_dir=run.out / ".rollout-weights",

@@ -24,9 +24,12 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 class MetricsLog:
     """Appends step records to a JSONL file (rank 0 only) and keeps a tqdm bar in step with them."""
 
-    def __init__(self, path: Path, *, total: int, start: int, enabled: bool, progress: bool) -> None:
+    def __init__(
+        self, path: Path, *, total: int, start: int, enabled: bool, progress: bool, tensorboard: Path | None = None
+    ) -> None:
         self.path = path
         self.enabled = enabled
+        self.tensorboard = _tensorboard_writer(tensorboard) if enabled and tensorboard else None
         if enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
             kept = [r for r in read_metrics(path) if r.get("step", 0) <= start]
@@ -40,6 +43,10 @@ class MetricsLog:
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
         with self.path.open("a") as fh:
             fh.write(json.dumps(clean) + "\n")
+        if self.tensorboard is not None:
+            for key, value in clean.items():
+                if isinstance(value, float) and key != "step":
+                    self.tensorboard.add_scalar(key, value, record["step"])
         self.bar.update(1)
         shown = {k.split("/")[1]: f"{v:.3g}" for k, v in record.items() if k.startswith("rewards/") and
                  k.endswith("/mean") and isinstance(v, float)}  # fmt: skip
@@ -52,6 +59,21 @@ class MetricsLog:
 
     def close(self) -> None:
         self.bar.close()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _tensorboard_writer(logdir: Path) -> Any:
+    """TensorBoard through its own library, only when asked for and installed (never required)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        from service.training.config import ConfigError
+
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(logdir))
 
 
 def plot_metrics(metrics: Path, out_png: Path, *, title: str) -> Path:

@@ -21,6 +21,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from service.default_model.backbone import file_fingerprint, require_gguf
+from service.default_model.build import default_cache_dir
 from service.training.config import ConfigError
 from service.training.data import Messages
 
@@ -85,15 +86,10 @@ def save_policy(policy: Policy, out: Path, *, dtype: torch.dtype | None = None) 
     return out
 
 
-def _cache_root(cache_dir: Path | None) -> Path:
-    base = cache_dir or os.environ.get("PARETORM_CACHE_DIR") or Path.home() / ".cache" / "paretorm"
-    return Path(base).expanduser()
-
-
 def ensure_smollm2_policy(cache_dir: Path | None = None) -> Path:
     """Build SmolLM2-135M-Instruct as a causal-LM directory once (about 20 s), under a lock, atomically."""
     gguf = require_gguf()
-    root = _cache_root(cache_dir)
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = f"{_SMOLLM2_RECIPE}-{file_fingerprint(gguf).split(':')[1][:12]}"
     target = root / f"smollm2-135m-policy-{key}"
     if (target / "config.json").is_file():

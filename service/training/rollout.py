@@ -125,9 +125,15 @@ class VllmRollout:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         if not str(policy.model.device).startswith("cuda"):
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            # vLLM's CPU worker binds the OpenMP pool of the process it runs in, by default to all cores but
+            # one; in-process that would also leave the trainer's own forward and backward on fewer cores.
+            cores = sorted(os.sched_getaffinity(0))
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}")
+            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         from vllm import LLM
 
         self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
+        self.dtype = getattr(torch, dtype)
         self.sync_dir = sync_dir
         self.eos_ids = policy.eos_ids
         started = time.perf_counter()
@@ -141,10 +147,12 @@ class VllmRollout:
     def sync(self, policy: Policy) -> float:
         started = time.perf_counter()
         if self.in_process:
-            state = policy.model.state_dict()
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(state.items())})
+            # in the engine's dtype: vLLM would otherwise warn (and cast) tensor by tensor
+            state = ((name, tensor.detach().to(self.dtype)) for name, tensor in policy.model.state_dict().items())
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": state})
         else:
-            policy.model.save_pretrained(str(self.sync_dir))
+            policy.model.save_pretrained(str(self.sync_dir), state_dict={
+                name: tensor.detach().to(self.dtype) for name, tensor in policy.model.state_dict().items()})
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.sync_dir)})
         self.llm.reset_prefix_cache()
         return time.perf_counter() - started

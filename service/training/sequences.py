@@ -63,15 +63,22 @@ def build_batch(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence
 def forward_logprobs(
     model: nn.Module, batch: SequenceBatch, temperature: float = 1.0, *, hidden: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Completion log-probs [N, T] (and the last hidden states at the predicting positions [N, T, H])."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=hidden)
-    index = batch.positions.unsqueeze(-1)
+    """Completion log-probs [N, T] (and the last hidden states at the predicting positions [N, T, H]).
+
+    Only the positions from the earliest completion onwards go through the LM head (``logits_to_keep``):
+    on chat prompts that is most of the vocabulary projection saved.
+    """
+    first = int(batch.positions[:, 0].min())
+    keep = batch.input_ids.shape[1] - first
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=hidden,
+                logits_to_keep=keep)  # fmt: skip
+    index = (batch.positions - first).clamp(min=0).unsqueeze(-1)
     logits = torch.gather(out.logits, 1, index.expand(-1, -1, out.logits.shape[-1]))
     logp = token_logprobs(logits, batch.targets, temperature) * batch.completion_mask
     if not hidden:
         return logp, None
     states = out.hidden_states[-1]
-    return logp, torch.gather(states, 1, index.expand(-1, -1, states.shape[-1]))
+    return logp, torch.gather(states, 1, (index + first).expand(-1, -1, states.shape[-1]))
 
 
 @torch.no_grad()

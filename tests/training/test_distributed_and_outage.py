@@ -18,7 +18,7 @@ from tests.training.train_process import (
     wait_for,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_torchrun_two_ranks_end_with_identical_weights(

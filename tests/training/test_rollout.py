@@ -14,7 +14,7 @@ import pytest
 
 from tests.training.train_process import ENV, PARETORM
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 
 CHECK = r"""
 import json, sys, torch

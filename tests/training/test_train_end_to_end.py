@@ -15,7 +15,7 @@ import pytest
 from tests.support.service_process import ServiceProcess
 from tests.training.train_process import kill, metrics, run_train, start_train, train_command, wait_for
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 GRPO = ("--steps", "4", "--save-every", "2", "--learning-rate", "1e-3", "--rule-reward", "length:16:0:1",
         "--weights", "length=1,helpsteer-helpfulness=0.5", "--rollout", "vllm", "--beta", "0.05")  # fmt: skip
 
