@@ -8,12 +8,14 @@ sending differs between the twins, as in httpx's `BaseClient`.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import httpx
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 from clients._base import (
     DEFAULT_DEADLINE_S,
@@ -136,7 +138,7 @@ class BaseRewardClient:
     ) -> ScoreRequest:
         if isinstance(items, (str, bytes)) or isinstance(groups, (str, bytes)):
             raise TypeError("items and groups are sequences of items / groups, not a string")
-        try:
+        with invalid_input("score request"):
             return ScoreRequest(
                 items=[coerce_item(i) for i in items],
                 groups=[coerce_group(g) for g in groups],
@@ -144,27 +146,26 @@ class BaseRewardClient:
                 direction=direction,
                 truncation=truncation,
             )
-        except ValueError as exc:
-            if isinstance(exc, BadRequest):
-                raise
-            raise BadRequest(f"invalid score request: {exc}", error_type="invalid_request") from exc
 
     @staticmethod
     def _pairs(
         prompts: Sequence[Any], responses: Sequence[str], baselines: Sequence[str] | None
     ) -> list[ScoreItem]:
-        if len(prompts) != len(responses):
-            raise BadRequest(
-                f"{len(prompts)} prompts but {len(responses)} responses: give one prompt per response"
-            )
-        if baselines is not None and len(baselines) != len(responses):
-            raise BadRequest(
-                f"{len(baselines)} baselines for {len(responses)} responses: give one per response"
-            )
+        with invalid_input("pairs"):  # e.g. None for a list: no len()
+            if len(prompts) != len(responses):
+                raise BadRequest(
+                    f"{len(prompts)} prompts but {len(responses)} responses: give one prompt per response"
+                )
+            if baselines is not None and len(baselines) != len(responses):
+                raise BadRequest(
+                    f"{len(baselines)} baselines for {len(responses)} responses: give one per response"
+                )
+            pairs = list(enumerate(zip(prompts, responses, strict=True)))
         items = []
-        for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
-            baseline = baselines[i] if baselines is not None else None
-            items.append(ScoreItem(prompt=coerce_prompt(prompt), response=response, baseline=baseline))
+        for i, (prompt, response) in pairs:
+            with invalid_input(f"pair {i}"):
+                baseline = baselines[i] if baselines is not None else None
+                items.append(ScoreItem(prompt=coerce_prompt(prompt), response=response, baseline=baseline))
         return items
 
     def _plan_score(self, request: ScoreRequest, info: ModelInfo) -> Plan[ScoreBatch]:
@@ -184,6 +185,8 @@ class BaseRewardClient:
     def _plan_get_reward(self, queries: Sequence[str], info: ModelInfo) -> Plan[GetRewardResponse]:
         if isinstance(queries, str):
             raise TypeError("queries is a list of texts, not one string")
+        with invalid_input("queries"):
+            GetRewardRequest(query=list(queries))  # the types, before any splitting
         check_wire_values({"query": list(queries)})
         limits = info.limits
         envelope = json_size({"query": []})
@@ -204,7 +207,8 @@ class BaseRewardClient:
     def _plan_judge(
         self, items: Sequence[JudgeItem | Mapping[str, Any]], info: ModelInfo
     ) -> Plan[list[JudgeItemResult]]:
-        parsed = [i if isinstance(i, JudgeItem) else JudgeItem.model_validate(i) for i in items]
+        with invalid_input("judge items"):
+            parsed = [i if isinstance(i, JudgeItem) else JudgeItem.model_validate(i) for i in items]
         check_wire_values({"items": [item.model_dump() for item in parsed]})
         limits = info.limits
         pieces = plan_list(
@@ -227,12 +231,25 @@ class BaseRewardClient:
     def _pama_spec(advantages: Any, noon: bool, ratios: Any, clip_eps: float) -> RequestSpec[Any]:
         # Checked before pydantic's JSON dump, which would silently send NaN and Infinity as null.
         check_wire_values({"advantages": _tolist(advantages), "ratios": _tolist(ratios)})
-        request = PamaRequest(
-            advantages=_tolist(advantages), noon=noon, ratios=_tolist(ratios), clip_eps=clip_eps
-        )
-        return RequestSpec(
-            "POST", "/v1/pama/weights", request.model_dump(mode="json", exclude_none=True), PamaResponse
-        )
+        with invalid_input("PAMA input"):
+            request = PamaRequest(
+                advantages=_tolist(advantages), noon=noon, ratios=_tolist(ratios), clip_eps=clip_eps
+            )
+            body = request.model_dump(mode="json", exclude_none=True)
+        return RequestSpec("POST", "/v1/pama/weights", body, PamaResponse)
+
+
+@contextmanager
+def invalid_input(what: str) -> Iterator[None]:
+    """Input the caller built wrongly becomes `BadRequest` (the client's own error tree), never a raw
+    pydantic, `KeyError` or `TypeError` from deep inside request building."""
+    try:
+        yield
+    except BadRequest:
+        raise
+    except (ValueError, TypeError, KeyError, PydanticSerializationError) as exc:
+        detail = str(exc) if not isinstance(exc, KeyError) else f"missing key {exc}"
+        raise BadRequest(f"invalid {what}: {detail}", error_type="invalid_request") from exc
 
 
 def _tolist(value: Any) -> Any:

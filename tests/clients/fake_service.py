@@ -138,7 +138,10 @@ class FakeRewardService:
         }.get((request.method, path))
         if route is None:
             return error(404, "not_found", f"no route {request.method} {path}")
-        answer = route()
+        try:
+            answer = route()
+        except (TypeError, ValueError, AttributeError) as exc:  # input the real service refuses with a 422
+            return error(422, "invalid_request", str(exc))
         if isinstance(answer, httpx.Response):
             return answer
         return httpx.Response(200, content=answer.model_dump_json())
