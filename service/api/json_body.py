@@ -22,6 +22,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from clients.wire_values import MAX_JSON_DEPTH, first_invalid_value
+from service.api.auth import check_bearer
 
 __all__ = ["BodyRejected", "CheckedJsonRequest", "CheckedJsonRoute", "decode_json_body"]
 
@@ -80,12 +81,18 @@ class CheckedJsonRequest(Request):
 
 
 class CheckedJsonRoute(APIRoute):
-    """The route class of every router that takes a body: its endpoint sees a `CheckedJsonRequest`."""
+    """The route class of the protected routers: auth first, then the endpoint sees a `CheckedJsonRequest`.
+
+    The API key is checked before the body is read (FastAPI reads and parses it before any dependency),
+    so an anonymous client gets its 401 whatever it sends and cannot make the service parse 16 MB of
+    JSON. The routers' own auth dependency stays, for the OpenAPI document and as a second check.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def checked(request: Request) -> Response:
+            check_bearer(request, request.app.state.api_keys)
             return await handler(CheckedJsonRequest(request.scope, request.receive))
 
         return checked

@@ -127,3 +127,11 @@ def test_a_hopeless_response_is_refused_before_tokenising_under_left_truncation(
     body = {"items": [{"prompt": "p", "response": "w" * 60_000}], "truncation": "left"}
     message = error_of(http.post("/v1/score", json=body), 413, "payload_too_large")
     assert "characters" in message and message.endswith("shorten the response")
+
+
+def test_anonymous_clients_get_401_before_any_body_is_read(service) -> None:  # type: ignore[no-untyped-def]
+    with httpx.Client(base_url=service.url, timeout=30) as anonymous:
+        for route, body in [("/v1/score", b'{"items": [{"prompt": "\\ud800"'), ("/v1/pama/weights", b"\xff\xfe"),
+                            ("/get_reward", b"[" * 10_000), ("/v1/judge", b"not json")]:
+            answer = post_raw(anonymous, route, body)
+            assert "Authorization: Bearer" in error_of(answer, 401, "unauthorized"), route
