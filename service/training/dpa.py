@@ -19,6 +19,7 @@ draw is our reading of the README's |theta| <= 45 degrees advice.]
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -68,7 +69,9 @@ class DpaTrainer(TrainerBase):
             chosen = rewards.objective(name)[np.arange(len(rows)), best]
             record[f"dpa/selected/{name}/mean"] = float(chosen.mean())
         record["dpa/angle/mean"] = float(angles.mean())
+        started = time.perf_counter()
         record.update(self._sft(prompt_ids, winners, step))
+        record["update_s"] = time.perf_counter() - started
         record["sync_s"] = self.finish_update()
         self._directions = {}
         return record

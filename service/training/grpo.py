@@ -10,6 +10,7 @@ and the old log-probs are the current ones, detached (no second forward).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,7 +56,9 @@ class GrpoTrainer(TrainerBase):
             ref=batched_logprobs(self.reference, batch, run.temperature) if self.reference is not None else None,
             sampled=rollout_logprobs(completions, batch.completion_mask),
         )  # fmt: skip
+        started = time.perf_counter()
         record.update(self._update(tensors, step))
+        record["update_s"] = time.perf_counter() - started
         record["sync_s"] = self.finish_update()
         return record
 

@@ -15,6 +15,7 @@ maps of the policy's last hidden state (TRL's value-head design), trained with t
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,9 @@ class NoonPpoTrainer(TrainerBase):
                                        batch.completion_mask, cfg.kl_coef)  # fmt: skip
         advantages, returns = gae(token_rewards, old_values, batch.completion_mask, cfg.gamma, cfg.lam)
         tensors = (batch, noon_clip(advantages), returns, old_logp, old_values, ref_logp)
+        started = time.perf_counter()
         record.update(self._update(tensors, rewards.names, step))
+        record["update_s"] = time.perf_counter() - started
         record["kl"] = float(masked_mean(old_logp - ref_logp, batch.completion_mask))
         record["sync_s"] = self.finish_update()
         return record
