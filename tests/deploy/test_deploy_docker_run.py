@@ -273,8 +273,6 @@ def test_prometheus_scrapes_compose_server_and_every_dashboard_query_has_series(
 
 
 def test_compose_healthcheck_turns_healthy(compose_stack: tuple[str, str]) -> None:
-    command = compose_command()
-    assert command is not None
     ps = subprocess.run(
         ["docker", "ps", "--filter", f"label=com.docker.compose.project={COMPOSE_PROJECT}",
          "--filter", "label=com.docker.compose.service=paretorm", "--format", "{{.ID}}"],
