@@ -146,13 +146,12 @@ class VllmRollout:
 
     def sync(self, policy: Policy) -> float:
         started = time.perf_counter()
+        # in the engine's dtype: vLLM would otherwise warn (and cast) tensor by tensor
+        state = ((name, tensor.detach().to(self.dtype)) for name, tensor in policy.model.state_dict().items())
         if self.in_process:
-            # in the engine's dtype: vLLM would otherwise warn (and cast) tensor by tensor
-            state = ((name, tensor.detach().to(self.dtype)) for name, tensor in policy.model.state_dict().items())
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": state})
         else:
-            policy.model.save_pretrained(str(self.sync_dir), state_dict={
-                name: tensor.detach().to(self.dtype) for name, tensor in policy.model.state_dict().items()})
+            policy.model.save_pretrained(str(self.sync_dir), state_dict=dict(state))
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.sync_dir)})
         self.llm.reset_prefix_cache()
         return time.perf_counter() - started

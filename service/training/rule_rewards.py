@@ -41,7 +41,7 @@ def _numbers(args: Sequence[str], spec: str) -> list[float]:
 def _length(args: list[float], spec: str) -> RuleFunction:
     if len(args) not in (0, 1, 3):
         raise ConfigError(f"--rule-reward {spec!r}: use length, length:SCALE or length:SCALE:LOW:HIGH")
-    scale, low, high = (args + [140.0, 0.5, 1.5][len(args) :]) if len(args) != 1 else (args[0], 0.5, 1.5)
+    scale, low, high = args + [140.0, 0.5, 1.5][len(args) :]
     if scale <= 0 or low > high:
         raise ConfigError(f"--rule-reward {spec!r}: SCALE must be > 0 and LOW <= HIGH")
     return lambda n: min(max(n / scale, low), high)
