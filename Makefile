@@ -23,7 +23,7 @@ DEMO_URL ?= http://$(HOST):$(PORT)
 DEMO_OUT ?= runs/grpo-smollm2
 DEMO_ARGS ?=
 
-.PHONY: serve test test-deploy train-demo bench bench-gpu test-newest-transformers install-service install-test clean
+.PHONY: serve test test-learning test-deploy train-demo bench bench-gpu test-newest-transformers install-service install-test clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,11 @@ serve: install-service
 
 test: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The second CI stage: trainer learning tests (20-60 steps of each algorithm on a tiny policy against a real
+# service; each asserts a stated margin on held-out prompts). Kept out of `make test` to hold it near 10 minutes.
+test-learning: install-test
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/training -m learning $(PYTEST_ARGS)
 
 # The images for real (deploy/README.md "make test-deploy"): as root, apt-installs Docker & co. if missing, starts
 # dockerd (stopped after), builds a debootstrap base and the CPU image (left tagged paretorm:<version>-cpu), runs

@@ -17,7 +17,7 @@ import pytest
 from tests.support.service_process import ServiceProcess
 from tests.training.train_process import evaluation, metrics, run_train, train_command
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.learning, pytest.mark.timeout(900)]
 MARGIN = 0.25
 COMMON = ("--rollout", "generate", "--rule-reward", "length:16:0:1", "--rule-reward", "brevity:16",
           "--eval-samples", "8")  # fmt: skip
