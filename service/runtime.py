@@ -18,7 +18,8 @@ import torch
 from clients.protocol import ModelInfo
 from service.engine.batcher import Batcher
 from service.engine.lru import ResultCache
-from service.engine.transformers_backend import ScoringBackend, TransformersBackend
+from service.engine.transformers_backend import TransformersBackend
+from service.engine.types import ScoringBackend
 from service.scoring.encoding import ChatEncoder, EncodingPolicy
 from service.scoring.judge_worker import JudgeWorker
 from service.scoring.model_card import model_card
@@ -88,11 +89,12 @@ def load_runtime(settings: ServiceSettings, model_thread: ThreadPoolExecutor | N
 
     Call it on `model_thread`, the executor the batcher will run forwards on (see `model_thread_executor`).
     """
+    from service.engine.vllm_backend import load_device
     from service.model.loading import load_reward_model
 
     model_dir = resolve_model_dir(settings)
-    loaded = load_reward_model(
-        model_dir, dtype=_DTYPES[settings.dtype], device=settings.device, allow_pickle=settings.allow_pickle
+    loaded = load_reward_model(  # --backend vllm: on the host; only the heads go to the device (vllm_backend)
+        model_dir, dtype=_DTYPES[settings.dtype], device=load_device(settings), allow_pickle=settings.allow_pickle
     )
     if loaded.is_demo:
         logger.warning(

@@ -26,8 +26,8 @@ from clients.protocol import ScoreGroup, ScoreItem, ScoreRequest
 from service.bench.loadgen import LoadResult
 from service.bench.workload import ChatItem, GrpoGroup, conversation, flatten_groups
 from service.engine.planning import plan_batch
-from service.engine.transformers_backend import ScoringBackend, TransformersBackend
-from service.engine.types import EncodedConversation, ScoreRows
+from service.engine.transformers_backend import TransformersBackend
+from service.engine.types import Batch, EncodedConversation, ScoreRows, ScoringBackend
 from service.model.loading import LoadedRewardModel, load_reward_model
 from service.objectives.pama import pama_combine
 from service.runtime import Runtime, build_runtime
@@ -52,9 +52,9 @@ class RecordingBackend:
     def packed(self) -> bool:
         return self.inner.packed
 
-    def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
+    def run(self, batch: Batch) -> ScoreRows:
         rows = self.inner.run(batch)
-        self.batches.append(([c.num_tokens for c in batch], rows.computed_tokens))
+        self.batches.append(([c.num_tokens for c in batch.conversations], rows.computed_tokens))
         return rows
 
 

@@ -3,9 +3,10 @@
 Contract:
 - `submit` enqueues a request's conversations and returns their scores in order. It refuses work at once
   (429) when the tokens waiting would exceed `max_queue_tokens`, and (503) once draining has begun.
-- A single loop task plans batches (`planning.plan_batch`: token budget, item cap, length-sorted, shared
-  prompts kept together) and runs each on a one-thread executor, so the event loop stays free while the
-  model computes and forwards never overlap.
+- A single loop task plans batches (`planning.plan_next`: token budget, item cap, length-sorted, shared
+  prompts kept together) and hands the backend the finished `Batch` (planned once, never regrouped) on a
+  one-thread executor, so the event loop stays free while the model computes and forwards never overlap.
+- No torch here: the backend is known only through `types.ScoringBackend`.
 - A conversation whose request was abandoned (deadline passed, client gone) is dropped before it reaches
   the model; a batch that fails hands the exception to every request in it and the loop carries on.
 """
@@ -20,9 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from service import metrics
-from service.engine.planning import plan_batch
-from service.engine.transformers_backend import ScoringBackend
-from service.engine.types import EncodedConversation, ScoreRow, ScoreRows
+from service.engine.planning import plan_next, whole_batch
+from service.engine.types import Batch, EncodedConversation, ScoreRow, ScoreRows, ScoringBackend
 from service.errors import NotReady, Overloaded, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ class Batcher:
 
     async def run_on_model_thread(self, conversations: Sequence[EncodedConversation]) -> ScoreRows:
         """Run a batch outside the queue, on the model thread (start-up warm-up only)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._backend.run, conversations)
+        batch = whole_batch(conversations, self._share_prompts)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._backend.run, batch)
 
     async def submit(self, conversations: Sequence[EncodedConversation]) -> SubmitResult:
         if self._closing:
@@ -179,11 +180,11 @@ class Batcher:
             if not self._waiting:
                 self._wakeup.clear()
                 continue
-            batch = self._take_batch()
+            batch, planned = self._take_batch()
             started = time.perf_counter()
             self._busy = True
             try:
-                rows = await loop.run_in_executor(self._executor, self._backend.run, [p.conversation for p in batch])
+                rows = await loop.run_in_executor(self._executor, self._backend.run, planned)
             except Exception as error:  # a failing batch fails its requests, never the loop
                 logger.exception("forward pass failed for a batch of %d conversations", len(batch))
                 for pending in batch:
@@ -195,8 +196,8 @@ class Batcher:
                 backlog = bool(self._waiting)
             self._deliver(batch, rows, started, time.perf_counter())
 
-    def _take_batch(self) -> list[_Pending]:
-        chosen = plan_batch(
+    def _take_batch(self) -> tuple[list[_Pending], Batch]:
+        chosen, planned = plan_next(
             [pending.conversation for pending in self._waiting],
             max_batch_tokens=self._max_batch_tokens,
             max_batch_items=self._max_batch_items,
@@ -208,7 +209,7 @@ class Batcher:
         self._waiting = [pending for i, pending in enumerate(self._waiting) if i not in chosen_set]
         self._queued_tokens -= sum(pending.conversation.num_tokens for pending in batch)
         self._publish_queue()
-        return batch
+        return batch, planned
 
     def _drop_abandoned(self) -> None:
         kept = [pending for pending in self._waiting if not pending.request.abandoned]

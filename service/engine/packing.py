@@ -18,8 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from service.engine.lru import PrefixState, PrefixStateCache
-from service.engine.planning import Unit
-from service.engine.types import EncodedConversation
+from service.engine.types import EncodedConversation, Unit
 from service.model.packed_attention import AttentionSequence, plan_attention
 from service.model.packed_decoder import PackedInput
 

@@ -15,25 +15,10 @@ Pure functions, no asyncio and no torch, so the policy is tested on its own. The
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-from service.engine.types import EncodedConversation
+from service.engine.types import Batch, EncodedConversation, Unit
 
-
-@dataclass(slots=True)
-class Unit:
-    """Conversations that go to the model together: one, or several sharing a prefix."""
-
-    members: list[int] = field(default_factory=list)  # indices into the waiting list
-    key: tuple[int, ...] | None = None  # the shared prefix's ids, None when sharing is off or impossible
-    prefix_len: int = 0
-    max_len: int = 0
-    oldest: int = 0  # smallest waiting index, i.e. arrival order
-    suffix_tokens: int = 0  # sum over members of (length - prefix_len)
-
-    @property
-    def shared(self) -> bool:
-        return len(self.members) > 1 and self.prefix_len > 0
+__all__ = ["Unit", "as_batch", "batch_cost", "build_units", "plan_batch", "plan_next", "whole_batch"]
 
 
 def build_units(
@@ -99,14 +84,29 @@ def plan_batch(
     share_prompts: bool,
     packed: bool = False,
 ) -> list[int]:
-    """Indices (into `waiting`) of the conversations to run next; empty only when nothing waits.
+    """Indices (into `waiting`) of the conversations to run next; empty only when nothing waits."""
+    return plan_next(
+        waiting, max_batch_tokens=max_batch_tokens, max_batch_items=max_batch_items,
+        share_prompts=share_prompts, packed=packed,
+    )[0]  # fmt: skip
+
+
+def plan_next(
+    waiting: Sequence[EncodedConversation],
+    *,
+    max_batch_tokens: int,
+    max_batch_items: int,
+    share_prompts: bool,
+    packed: bool = False,
+) -> tuple[list[int], Batch]:
+    """The next batch, planned once: ascending indices into `waiting` and the `Batch` the backend runs.
 
     The oldest unit always goes in; no unit is over budget (the scorer rejects inputs longer than
     `max_input_tokens` <= `max_batch_tokens`, and `build_units` splits larger groups). Two units with the
-    same prefix never share a batch: the backend regroups a batch by prefix, and would merge them.
+    same prefix never share a batch: the backend would compute that prompt twice.
     """
     if not waiting:
-        return []
+        return [], Batch((), ())
     units = build_units(waiting, share_prompts, max_batch_items, max_batch_tokens, packed)
     units.sort(key=lambda unit: unit.max_len)
     seed = min(range(len(units)), key=lambda position: units[position].oldest)
@@ -122,7 +122,7 @@ def plan_batch(
             candidate = units[position]
             if count + len(candidate.members) > max_batch_items:
                 continue
-            if candidate.key is not None and candidate.key in keys:  # the backend would merge the two
+            if candidate.key is not None and candidate.key in keys:  # one prompt, computed twice
                 continue
             if batch_cost([*chosen, candidate], packed) > max_batch_tokens:
                 continue
@@ -137,4 +137,26 @@ def plan_batch(
             break
         if not grew:
             break
-    return sorted(index for unit in chosen for index in unit.members)
+    return _renumbered(waiting, chosen)
+
+
+def _renumbered(waiting: Sequence[EncodedConversation], chosen: Sequence[Unit]) -> tuple[list[int], Batch]:
+    """The chosen units with members renumbered from `waiting` positions to positions in the batch."""
+    indices = sorted(index for unit in chosen for index in unit.members)
+    position = {index: slot for slot, index in enumerate(indices)}
+    units = [
+        Unit([position[m] for m in unit.members], unit.key, unit.prefix_len, unit.max_len,
+             position[unit.oldest], unit.suffix_tokens)
+        for unit in sorted(chosen, key=lambda unit: unit.oldest)  # arrival order, as the layout expects
+    ]  # fmt: skip
+    return indices, Batch(tuple(waiting[i] for i in indices), tuple(units))
+
+
+def whole_batch(conversations: Sequence[EncodedConversation], share_prompts: bool) -> Batch:
+    """All of `conversations` as one batch, grouped by shared prompt (for warm-up, benchmarks and tests)."""
+    return Batch(tuple(conversations), tuple(build_units(conversations, share_prompts, len(conversations) or 1)))
+
+
+def as_batch(batch: Batch | Sequence[EncodedConversation], share_prompts: bool) -> Batch:
+    """`batch` itself when already planned, else `whole_batch` of it."""
+    return batch if isinstance(batch, Batch) else whole_batch(batch, share_prompts)

@@ -16,7 +16,7 @@ loop.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,18 +25,11 @@ from transformers import DynamicCache
 from service.engine.lru import PrefixState, PrefixStateCache
 from service.engine.outputs import pack_output, rows_from_stacked
 from service.engine.packing import build_layout
-from service.engine.planning import build_units
-from service.engine.types import EncodedConversation, ScoreRows
+from service.engine.planning import as_batch
+from service.engine.types import Batch, EncodedConversation, ScoreRows, ScoringBackend
 from service.model.packed_decoder import PackedDecoder, unsupported_reason
 
-
-class ScoringBackend(Protocol):
-    """What the batcher needs from a backend."""
-
-    name: str
-    packed: bool  # computes real tokens only: the planner budgets sum(tokens), not rows x longest
-
-    def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows: ...
+__all__ = ["ScoringBackend", "TransformersBackend"]  # ScoringBackend lives in types; re-exported for callers
 
 
 class TransformersBackend:
@@ -73,16 +66,22 @@ class TransformersBackend:
         return f"padded ({unsupported_reason(self._model.model) or 'packing turned off with --no-packed'})"
 
     @torch.inference_mode()
-    def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
+    def run(self, batch: Batch | Sequence[EncodedConversation]) -> ScoreRows:
+        """Score a planned `Batch` as planned (the batcher's path); a plain list is planned whole here."""
+        planned = as_batch(batch, self._share_prompts)
         if self._decoder is not None:
-            return self._run_packed(batch)
+            return self._run_packed(planned)
+        return self._run_unpacked(planned)
+
+    def _run_unpacked(self, planned: Batch) -> ScoreRows:
+        batch = planned.conversations
         outputs: list[Any] = [None] * len(batch)
         computed = 0
         plain: list[int] = []
-        for unit in build_units(batch, self._share_prompts, max_items=len(batch) or 1):
+        for unit in planned.units:
             key = batch[unit.members[0]].prefix_key() if unit.prefix_len else None
             cached = self._prefix_cache is not None and key is not None and key in self._prefix_cache
-            if unit.shared or cached:
+            if self._share_prompts and (unit.shared or cached):
                 rows = self._run_shared([batch[i] for i in unit.members], unit.prefix_len)
                 suffixes = len(unit.members) * (unit.max_len - unit.prefix_len)
                 computed += suffixes + (0 if cached else unit.prefix_len)
@@ -98,12 +97,11 @@ class TransformersBackend:
         stacked = np.stack(outputs) if outputs else np.zeros((0, 0))
         return rows_from_stacked(stacked, computed)
 
-    def _run_packed(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
+    def _run_packed(self, planned: Batch) -> ScoreRows:
         assert self._decoder is not None
-        units = build_units(batch, self._share_prompts, max_items=len(batch) or 1)
         layout = build_layout(
-            batch,
-            units,
+            planned.conversations,
+            planned.units,
             self._prefix_cache,
             num_heads=self._decoder.num_heads,
             dtype=self._model.backbone_dtype,

@@ -1,8 +1,14 @@
-"""Plain data passed between the scorer, the batcher and the backends (no torch here)."""
+"""Plain data passed between the scorer, the batcher and the backends, and the backend protocol.
+
+No torch here: the batcher and the planner import only this module, so the queue knows a `Batch` and
+nothing of the model (TEI's queue knows only its `Batch` the same way).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -59,3 +65,43 @@ class ScoreRow:
     gating: np.ndarray  # (K,)
     coefficients: np.ndarray  # (K,)
     score: float
+
+
+@dataclass(slots=True)
+class Unit:
+    """Conversations that go to the model together: one, or several sharing a prefix."""
+
+    members: list[int] = field(default_factory=list)  # indices into the planned list
+    key: tuple[int, ...] | None = None  # the shared prefix's ids, None when sharing is off or impossible
+    prefix_len: int = 0
+    max_len: int = 0
+    oldest: int = 0  # smallest index, i.e. arrival order
+    suffix_tokens: int = 0  # sum over members of (length - prefix_len)
+
+    @property
+    def shared(self) -> bool:
+        return len(self.members) > 1 and self.prefix_len > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A finished plan: the conversations of one forward and their units (members index `conversations`).
+
+    Built once by the planner (`planning.plan_next` or `planning.whole_batch`); the backend runs it as
+    planned and never regroups it.
+    """
+
+    conversations: Sequence[EncodedConversation]
+    units: Sequence[Unit]
+
+    def __len__(self) -> int:
+        return len(self.conversations)
+
+
+class ScoringBackend(Protocol):
+    """What the batcher needs from a backend."""
+
+    name: str
+    packed: bool  # computes real tokens only: the planner budgets sum(tokens), not rows x longest
+
+    def run(self, batch: Batch) -> ScoreRows: ...

@@ -7,8 +7,12 @@ no activation: the pooled vector is the final hidden state after the last norm. 
 two token prompts — the prompt up to the gate token (its last state is ArmoRM's gate embedding) and the
 whole conversation (its last state is the reward embedding); vLLM's prefix cache makes the second nearly
 free, and a GRPO group's shared prompt is computed once across every request. The heads, the gating
-network and the debiasing transform then run in torch on the host, fp32, exactly as in the transformers
-backend.
+network and the debiasing transform then run in torch, fp32, exactly as in the transformers backend.
+
+Devices: vLLM owns the backbone, so only the heads go to `--device`. The checkpoint is loaded on the host
+(`load_device`), the backbone is exported from there and then released (its parameters moved to `meta`)
+before vLLM starts: the accelerator never holds a second copy of the backbone, and the host copy is gone
+once vLLM has its own. vLLM's pooled states (on the host) are moved to the heads' device before the heads run.
 
 What it buys: continuous batching, prefix caching and tensor parallelism (`tensor_parallel_size`) for
 reward models larger than one GPU. What it costs: a second copy of the backbone weights on disk, bf16
@@ -32,7 +36,7 @@ import torch
 from safetensors.torch import save_file
 
 from service.engine.outputs import pack_output, rows_from_stacked
-from service.engine.types import EncodedConversation, ScoreRows
+from service.engine.types import Batch, EncodedConversation, ScoreRows
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,26 @@ def engine_options(settings: Any) -> dict[str, Any]:
     }
 
 
+def load_device(settings: Any) -> str:
+    """Where the checkpoint is loaded: the host when vLLM will own the backbone, else `settings.device`."""
+    return "cpu" if settings.backend == "vllm" else settings.device
+
+
+def release_backbone(model: Any, heads_device: str) -> Any:
+    """Free the backbone's weights (moved to `meta`) and put only the heads on `heads_device`.
+
+    Called after the export, before vLLM starts: from then on vLLM's copy is the only backbone. The module
+    tree stays (its config, dtype and structure are still read), holding no memory anywhere.
+    """
+    model.model.to("meta")
+    for name, child in model.named_children():
+        if name != "model":
+            child.to(heads_device)
+    for name, parameter in model.named_parameters(recurse=False):
+        setattr(model, name, torch.nn.Parameter(parameter.detach().to(heads_device), requires_grad=False))
+    return model
+
+
 class VllmBackend:
     name = "vllm"
     packed = False  # vLLM schedules its own tokens; the planner keeps the padded budget
@@ -103,7 +127,7 @@ class VllmBackend:
     def __init__(self, llm: Any, heads_model: Any, *, device: str = "cpu") -> None:
         self._llm = llm
         self._heads = heads_model
-        self._device = torch.device(device)
+        self._device = torch.device(device)  # the heads' device: vLLM's states are moved here
 
     @classmethod
     def from_loaded(cls, loaded: Any, settings: Any, **llm_options: Any) -> VllmBackend:
@@ -121,32 +145,45 @@ class VllmBackend:
         from vllm.config import PoolerConfig
 
         backbone_dir = export_backbone(loaded, Path(settings.cache_dir))
+        release_backbone(loaded.model, settings.device)
         options = {
             **engine_options(settings),
             "pooler_config": PoolerConfig(seq_pooling_type="LAST", use_activation=False),
             **llm_options,
         }
         llm = LLM(model=str(backbone_dir), **options)
-        return cls(llm, loaded.model, device="cpu")
+        return cls(llm, loaded.model, device=settings.device)
 
     @torch.inference_mode()
-    def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
-        from vllm.inputs import TokensPrompt
-
-        prompts: list[Any] = []
-        slot: dict[tuple[int, ...], int] = {}
-
-        def index_of(ids: tuple[int, ...]) -> int:
-            if ids not in slot:
-                slot[ids] = len(prompts)
-                prompts.append(TokensPrompt(prompt_token_ids=list(ids)))
-            return slot[ids]
-
-        gate_slots = [index_of(c.input_ids[: c.gate_index + 1]) for c in batch]
-        reward_slots = [index_of(c.input_ids) for c in batch]
+    def run(self, batch: Batch | Sequence[EncodedConversation]) -> ScoreRows:
+        conversations = batch.conversations if isinstance(batch, Batch) else batch
+        prompts, gate_slots, reward_slots = _prompts(conversations)
         outputs = self._llm.encode(prompts, pooling_task="embed", use_tqdm=False)
-        states = torch.stack([torch.as_tensor(output.outputs.data) for output in outputs]).float()  # (N, H)
-        result = self._heads.heads(states[reward_slots], states[gate_slots])
         # Tokens submitted; vLLM's prefix cache computes fewer (its own metrics say how many).
         submitted = sum(len(p["prompt_token_ids"]) for p in prompts)
+        return self.score_states([output.outputs.data for output in outputs], gate_slots, reward_slots, submitted)
+
+    def score_states(
+        self, pooled: Sequence[Any], gate_slots: list[int], reward_slots: list[int], submitted: int
+    ) -> ScoreRows:
+        """Run the heads on vLLM's pooled states (host tensors, one per prompt), moved to the heads' device."""
+        states = torch.stack([torch.as_tensor(state) for state in pooled]).to(self._device, torch.float32)  # (N, H)
+        result = self._heads.heads(states[reward_slots], states[gate_slots])
         return rows_from_stacked(pack_output(result), submitted)
+
+
+def _prompts(batch: Sequence[EncodedConversation]) -> tuple[list[Any], list[int], list[int]]:
+    """Deduplicated token prompts (the gate prefix and the whole conversation of each item) and, per item,
+    the slots of its gate and reward states."""
+    prompts: list[Any] = []
+    slot: dict[tuple[int, ...], int] = {}
+
+    def index_of(ids: tuple[int, ...]) -> int:
+        if ids not in slot:
+            slot[ids] = len(prompts)
+            prompts.append({"prompt_token_ids": list(ids)})  # a vllm.inputs.TokensPrompt (a TypedDict)
+        return slot[ids]
+
+    gate_slots = [index_of(c.input_ids[: c.gate_index + 1]) for c in batch]
+    reward_slots = [index_of(c.input_ids) for c in batch]
+    return prompts, gate_slots, reward_slots

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 from service.engine.batcher import Batcher
-from service.engine.types import EncodedConversation, ScoreRows
+from service.engine.types import Batch, EncodedConversation, ScoreRows
 from service.errors import NotReady, Overloaded
 
 
@@ -22,13 +21,15 @@ class FakeBackend:
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
+        self.plans: list[Batch] = []
         self.gate = threading.Event()
         self.gate.set()
         self.fail_on: int | None = None
 
-    def run(self, batch: Sequence[EncodedConversation]) -> ScoreRows:
+    def run(self, batch: Batch) -> ScoreRows:
         self.gate.wait(10)
-        firsts = [conversation.input_ids[0] for conversation in batch]
+        self.plans.append(batch)
+        firsts = [conversation.input_ids[0] for conversation in batch.conversations]
         self.batches.append(firsts)
         if self.fail_on is not None and self.fail_on in firsts:
             raise RuntimeError("boom")
@@ -125,3 +126,40 @@ def test_full_queue_is_refused_and_draining_refuses_new_work() -> None:
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+def test_the_backend_gets_the_planned_units_with_members_numbered_in_the_batch() -> None:
+    """Plan once: the batcher hands over the planner's units, renumbered to batch positions, in arrival order."""
+    prompt = (7, 7, 7, 7)
+
+    async def scenario() -> None:
+        backend = FakeBackend()
+        batcher = make(backend, share_prompts=True)
+        batcher.start()
+        group = [EncodedConversation((i, *prompt, i, i), gate_index=0, prefix_len=0) for i in (1, 2)]
+        shared = [EncodedConversation((*prompt, 100 + i), gate_index=0, prefix_len=4) for i in range(3)]
+        await asyncio.gather(batcher.submit(group), batcher.submit(shared))
+        await batcher.close()
+        plan = backend.plans[-1]
+        assert [c.input_ids[0] for c in plan.conversations] == backend.batches[-1]
+        members = sorted(m for unit in plan.units for m in unit.members)
+        assert members == list(range(len(plan.conversations)))
+        groups = [unit for unit in plan.units if unit.shared]
+        assert len(groups) == 1 and [plan.conversations[m].input_ids[-1] for m in groups[0].members] == [100, 101, 102]
+        assert [unit.oldest for unit in plan.units] == sorted(unit.oldest for unit in plan.units)
+
+    asyncio.run(scenario())
+
+
+def test_the_batcher_imports_no_torch() -> None:
+    """The queue knows `Batch` and the `ScoringBackend` protocol (engine/types.py), never the torch backend."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import service.engine.batcher, service.engine.planning, service.engine.types\n"
+        "assert 'torch' not in sys.modules, 'the batcher pulled in torch'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,92 @@
+"""`--backend vllm` device plumbing, without vLLM and without an accelerator (issue 15).
+
+vLLM owns the backbone, so: the checkpoint loads on the host, the backbone is released after the export
+(no second copy anywhere), only the heads go to `--device`, and vLLM's host states are moved to the heads'
+device. `meta` stands in for an accelerator: a tensor that reached it did not stay on the host.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from service.engine.types import EncodedConversation
+from service.engine.vllm_backend import VllmBackend, export_backbone, load_device, release_backbone
+from service.model import load_reward_model
+from service.model.outputs import RewardOutput
+from service.settings import ServiceSettings
+
+
+def test_only_the_transformers_backend_loads_the_checkpoint_on_the_device() -> None:
+    assert load_device(ServiceSettings(backend="vllm", device="cuda")) == "cpu"
+    assert load_device(ServiceSettings(backend="transformers", device="cuda")) == "cuda"
+    assert load_device(ServiceSettings()) == "cpu"
+
+
+def test_after_the_export_the_backbone_holds_no_memory_and_only_the_heads_move(
+    tiny_armorm_dir: Path, tmp_path: Path
+) -> None:
+    loaded = load_reward_model(tiny_armorm_dir)
+    heads_before = {name: p.clone() for name, p in loaded.model.named_parameters() if not name.startswith("model.")}
+    exported = export_backbone(loaded, tmp_path)  # still readable from the host copy
+    release_backbone(loaded.model, "meta")
+    assert all(p.is_meta for p in loaded.model.model.parameters())  # no second backbone copy anywhere
+    assert all(b.is_meta for b in loaded.model.model.buffers())
+    heads = {name: p for name, p in loaded.model.named_parameters() if not name.startswith("model.")}
+    assert set(heads) == set(heads_before) and all(p.is_meta for p in heads.values())
+    assert all(p.dtype == torch.float32 for p in heads.values())
+    assert (exported / "model.safetensors").exists()
+
+
+def test_heads_released_to_the_host_keep_their_values(tiny_armorm_dir: Path) -> None:
+    loaded = load_reward_model(tiny_armorm_dir)
+    before = {name: p.clone() for name, p in loaded.model.named_parameters() if not name.startswith("model.")}
+    release_backbone(loaded.model, "cpu")
+    real = {name: p for name, p in loaded.model.named_parameters() if not p.is_meta}
+    assert set(real) == set(before)  # the heads are the only real tensors left
+    for name, parameter in real.items():
+        torch.testing.assert_close(parameter, before[name], rtol=0, atol=0)
+
+
+class _RecordingHeads:
+    """Stands in for the heads on an accelerator: records where its inputs live, answers on the host."""
+
+    def __init__(self) -> None:
+        self.devices: list[torch.device] = []
+
+    def heads(self, reward_hidden: torch.Tensor, gate_hidden: torch.Tensor) -> RewardOutput:
+        self.devices += [reward_hidden.device, gate_hidden.device]
+        b = reward_hidden.shape[0]
+        zeros = torch.zeros(b, 2)
+        return RewardOutput(rewards=zeros, gating=zeros, coefficients=zeros, score=torch.arange(b, dtype=torch.float))
+
+
+class _FakeLLM:
+    """vLLM's `encode` as the backend sees it: one pooled host state per prompt (its length, repeated)."""
+
+    def __init__(self) -> None:
+        self.prompts: list[Any] = []
+
+    def encode(self, prompts: list[Any], **_: Any) -> list[Any]:
+        self.prompts = prompts
+
+        class _Out:
+            def __init__(self, n: int) -> None:
+                self.outputs = type("Pooled", (), {"data": torch.full((4,), float(n))})()
+
+        return [_Out(len(p["prompt_token_ids"])) for p in prompts]
+
+
+def test_vllm_host_states_reach_the_heads_on_their_device() -> None:
+    heads, llm = _RecordingHeads(), _FakeLLM()
+    backend = VllmBackend(llm, heads, device="meta")
+    batch = [EncodedConversation((5, 6, 7, 8), gate_index=1, prefix_len=2),
+             EncodedConversation((5, 6, 9), gate_index=1, prefix_len=2)]
+    rows = backend.run(batch)
+    assert heads.devices and all(device.type == "meta" for device in heads.devices)
+    assert [p["prompt_token_ids"] for p in llm.prompts] == [[5, 6], [5, 6, 7, 8], [5, 6, 9]]  # gate prompt once
+    np.testing.assert_array_equal(rows.score, [0.0, 1.0])
+    assert rows.computed_tokens == 2 + 4 + 3
