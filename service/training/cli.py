@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from service.training.cgpo_cli import add_cgpo_arguments
+from service.training.cgpo_config import CgpoConfig
 from service.training.config import ConfigError, DpaConfig, GrpoConfig, PamaConfig, RunConfig
 
 
@@ -125,6 +127,7 @@ _ALGORITHMS = {
     "grpo": (_grpo, GrpoConfig, "multi-objective GRPO (weights, DPA direction, gated score or PAMA)"),
     "pama": (_pama, PamaConfig, "PAMA's Noon-PPO with one value head per objective"),
     "dpa": (_dpa, DpaConfig, "DPA's directional rejection-sampling fine-tuning, with the Pareto front"),
+    "cgpo": (add_cgpo_arguments, CgpoConfig, "CGPO: a mixture of judges, CRPG | CRRAFT | CODPO"),
 }
 
 
@@ -147,6 +150,8 @@ def parse(argv: Sequence[str]) -> tuple[str, RunConfig, Any]:
         import os
 
         args["reward_url"] = os.environ.get("PARETORM_URL") or None
+    if algorithm == "cgpo":  # the single task's K is --num-generations
+        own["k"] = args["num_generations"]
     run, cfg = RunConfig(**args), config_class(**own)
     if algorithm == "grpo" and cfg.combine == "weights" and not any(run.weights.values()):
         raise ConfigError("--combine weights (the default) needs --weights NAME=W,... with a non-zero weight")

@@ -28,6 +28,10 @@ def build_trainer(algorithm: str, run: RunConfig, cfg: Any, world: Any) -> Train
         from service.training.dpa import DpaTrainer
 
         return DpaTrainer(run, cfg, world)
+    if algorithm == "cgpo":
+        from service.training.cgpo import CgpoTrainer
+
+        return CgpoTrainer(run, cfg, world)
     raise ConfigError(f"unknown algorithm {algorithm!r}")
 
 
