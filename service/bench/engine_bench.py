@@ -7,6 +7,12 @@ the device in the chosen dtype, and `TransformersBackend` scores synthetic token
 - GRPO groups (`--grpo-prompts` x `--grpo-group`, a `--shared-tokens` prompt), prompt sharing on vs off.
 Each row reports items/s, real tokens/s and model FLOPs/s; MFU divides the latter by `--peak-tflops`
 (by default the card's dense bf16 peak when the device name is recognised; not computed on CPUs).
+Every timed pass gets never-seen items (fresh lengths): serving sees a new packed row count on every batch,
+and oneDNN pays a primitive-cache miss per new GEMM shape (~12.7 ms per batch on an AMX Xeon), which
+replaying the same batches would hide.
+
+`--profile` adds a per-op breakdown (`op_profile`) of steady-state batches at each `--batch` size, packed
+and padded, and prints it as a markdown table on stderr (the README's profile table is this output).
 
 Model FLOPs are what a plain forward needs for the real tokens: every token through every layer
 (2 x parameters of the projections and MLP) plus causal attention (4 x visible query-key pairs x heads x
@@ -77,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed passes per row; the best is kept (3)")
     p.add_argument("--peak-tflops", type=float, help="the device's dense peak for MFU (default: detected)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", action="store_true", help="also break one steady-state batch down per op")
+    p.add_argument("--profile-only", action="store_true", help="only the per-op breakdown (skip the timed rows)")
     p.add_argument("--json", type=Path, help="write the result here")
     return p
 
@@ -88,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
 
     result = run(args, say)
+    if "profile" in result:
+        from service.bench.op_profile import markdown_table
+
+        say(f"per-op profile ({result['device']}, {args.dtype}, shape {args.shape}):\n"
+            + markdown_table(result["profile"]))
     sys.stdout.write(json.dumps(result["rows"], indent=2) + "\n")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -109,34 +122,56 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
     built_s = time.perf_counter() - started
     peak = args.peak_tflops or _detected_peak(device)
     rng = random.Random(args.seed)
-    chat = [_conversation(rng, shape, rng.randint(args.tokens - 20, args.tokens + 20), args.tokens // 3)
-            for _ in range(args.items)]
-    rows: dict[str, Any] = {}
     backends = {packed: TransformersBackend(model, device=args.device, packed=packed) for packed in (True, False)}
+    result: dict[str, Any] = {"shape": {"name": args.shape, **asdict(shape)}, "device": _device_name(device),
+                              "dtype": args.dtype, "peak_tflops": peak, "build_s": round(built_s, 1), "rows": {}}
+    if args.profile or args.profile_only:
+        result["profile"] = _profile(backends, args, shape, rng, say)
+    if args.profile_only:
+        return result
+    rows = result["rows"]
     for batch in args.batch:
-        for packed, backend in backends.items():
+        passes = [_chat(rng, shape, args) for _ in range(args.repeats + 1)]  # fresh items every pass
+        for packed, backend in backends.items():  # the same passes for both forwards
             name = f"chat_batch{batch}_{'packed' if packed else 'padded'}"
             say(name)
-            rows[name] = _measure(backend, chat, batch, shape, peak, args.repeats, device)
-    groups = [_group(rng, shape, args.shared_tokens, args.grpo_group) for _ in range(args.grpo_prompts)]
-    grpo = [conversation for group in groups for conversation in group]
+            rows[name] = _measure(backend, passes, batch, shape, peak, device)
+    passes = [_grpo(rng, shape, args) for _ in range(args.repeats + 1)]
     for share in (True, False):
         name = f"grpo_{'shared' if share else 'unshared'}"
         say(name)
         backend = TransformersBackend(model, device=args.device, share_prompts=share)
-        rows[name] = _measure(backend, grpo, len(grpo), shape, peak, args.repeats, device)
-    check = grpo[: 2 * args.grpo_group] + chat[:8]
+        rows[name] = _measure(backend, passes, len(passes[0]), shape, peak, device)
+    check = _grpo(rng, shape, args)[: 2 * args.grpo_group] + _chat(rng, shape, args)[:8]
     packed_scores = backends[True].run(check).score
     padded_scores = backends[False].run(check).score
-    return {
-        "shape": {"name": args.shape, **asdict(shape)},
-        "device": _device_name(device),
-        "dtype": args.dtype,
-        "peak_tflops": peak,
-        "build_s": round(built_s, 1),
-        "packed_vs_padded_max_abs_score_diff": float(abs(packed_scores - padded_scores).max()),
-        "rows": rows,
-    }
+    result["packed_vs_padded_max_abs_score_diff"] = float(abs(packed_scores - padded_scores).max())
+    return result
+
+
+def _chat(rng: random.Random, shape: Shape, args: argparse.Namespace) -> list[Any]:
+    return [_conversation(rng, shape, rng.randint(args.tokens - 20, args.tokens + 20), args.tokens // 3)
+            for _ in range(args.items)]
+
+
+def _grpo(rng: random.Random, shape: Shape, args: argparse.Namespace) -> list[Any]:
+    groups = [_group(rng, shape, args.shared_tokens, args.grpo_group) for _ in range(args.grpo_prompts)]
+    return [conversation for group in groups for conversation in group]
+
+
+def _profile(backends: dict[bool, Any], args: argparse.Namespace, shape: Shape, rng: random.Random,
+             say: Callable[[str], None]) -> dict[str, Any]:
+    """Per-op breakdown of 3 fresh steady-state batches per batch size and forward (after 3 warm-up ones)."""
+    from service.bench.op_profile import profile_batches
+
+    out: dict[str, Any] = {}
+    for batch in args.batch:
+        for packed, backend in backends.items():
+            name = f"{'packed' if packed else 'padded'} {batch}"
+            say(f"profiling {name}")
+            fresh = [_chat(rng, shape, args)[:batch] for _ in range(6)]
+            out[name] = profile_batches(backend, fresh[3:], warm=fresh[:3])
+    return out
 
 
 def _random_armorm(shape: Shape, device: Any, dtype: Any, seed: int) -> Any:
@@ -181,11 +216,12 @@ def _group(rng: random.Random, shape: Shape, prompt_tokens: int, size: int) -> l
     ]
 
 
-def _measure(backend: Any, items: Sequence[Any], batch: int, shape: Shape, peak: float | None,
-             repeats: int, device: Any) -> dict[str, Any]:
+def _measure(backend: Any, passes: Sequence[Sequence[Any]], batch: int, shape: Shape, peak: float | None,
+             device: Any) -> dict[str, Any]:
+    """Best of `passes[1:]` (each a fresh item set of equal size and length distribution); `passes[0]` warms up."""
     import torch
 
-    def one_pass() -> int:
+    def one_pass(items: Sequence[Any]) -> int:
         computed = 0
         for start in range(0, len(items), batch):
             computed += backend.run(items[start : start + batch]).computed_tokens
@@ -193,12 +229,14 @@ def _measure(backend: Any, items: Sequence[Any], batch: int, shape: Shape, peak:
             torch.cuda.synchronize(device)
         return computed
 
-    computed = one_pass()  # warm-up (allocator, kernels), untimed
-    best = float("inf")
-    for _ in range(repeats):
+    one_pass(passes[0])  # warm-up (allocator, kernels), untimed
+    best, computed, items = float("inf"), 0, passes[1]
+    for timed in passes[1:]:
         started = time.perf_counter()
-        one_pass()
-        best = min(best, time.perf_counter() - started)
+        done = one_pass(timed)
+        elapsed = time.perf_counter() - started
+        if elapsed < best:
+            best, computed, items = elapsed, done, timed
     tokens = sum(item.num_tokens for item in items)
     pairs = sum(item.num_tokens * (item.num_tokens + 1) // 2 for item in items)
     flops = shape.token_flops() * tokens + shape.attention_flops(pairs)

@@ -29,3 +29,23 @@ def test_engine_bench_reports_packed_padded_and_grpo_rows(tmp_path: Path) -> Non
     assert rows["grpo_unshared"]["computed_tokens"] - rows["grpo_shared"]["computed_tokens"] == 2 * 2 * 40
     assert result["packed_vs_padded_max_abs_score_diff"] < 1e-4  # fp32: the packed forward is exact
     assert result["shape"]["name"] == "quick" and result["peak_tflops"] == 1.0
+
+
+def test_engine_profile_charges_every_op_to_a_category(tmp_path: Path) -> None:
+    """`--profile-only`: per-op breakdown of packed and padded batches; the categories add up to the wall."""
+    out = tmp_path / "profile.json"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("paretorm")), "bench-engine", "--shape", "quick", "--device", "cpu",
+         "--dtype", "float32", "--batch", "4", "--items", "8", "--tokens", "60", "--profile-only",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    profile = json.loads(out.read_text())["profile"]
+    assert set(profile) == {"packed 4", "padded 4"}
+    for name, entry in profile.items():
+        ms = entry["ms"]
+        assert ms["gemm"] > 0 and ms["norm"] > 0 and ms["rotary"] > 0, (name, ms)
+        assert abs(sum(ms.values()) - entry["wall_ms_profiled"]) < 0.05 * entry["wall_ms_profiled"] + 0.1
+    assert profile["packed 4"]["ms"]["layout"] > 0 and profile["padded 4"]["ms"]["layout"] == 0
+    assert "| gemm |" in done.stderr  # the markdown table

@@ -1,0 +1,189 @@
+"""Where one steady-state batch's time goes, per kind of operation (`paretorm bench-engine --profile`).
+
+Issue 15 asks for the same breakdown on every machine kind, because what decides the packed forward's
+speed moves with the CPU (with AMX the GEMMs run ~3x faster and everything else decides). torch.profiler
+(CPU activity, no shapes or stacks: those double the step time) records one batch at a time; every aten
+op's *self* time is charged to the nearest labelled scope around it. Scopes are added only for the
+profile, by module hooks and by wrapping a few module-level functions, so the hot path carries no
+instrumentation:
+- `gemm`: every `nn.Linear` (projections, MLP, heads);
+- `norm`: RMSNorm modules; `rotary`: the rotary tables and their application; `act`: the MLP apart from
+  its linears (SiLU * up);
+- `attention`: the attention kernel (packed: `packed_attention.attend`; padded: transformers' attention
+  module apart from its projections and rotary), split by aten op into matmul, SDPA, softmax, masking
+  and gather/scatter;
+- `layout`: laying the batch out for the packed forward (numpy + Python); `embed`, `heads`;
+- every aten op outside those scopes (cat, index, copies, the padded path's mask) as `other torch ops`;
+- `python outside ops`: the profiled wall minus all aten ops' self time (interpreter, hooks' own cost).
+The profiled wall is a little above the unprofiled one, which is reported beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile, record_function
+
+__all__ = ["CATEGORIES", "markdown_table", "profile_batches"]
+
+CATEGORIES = (
+    "gemm", "attention matmul", "attention sdpa", "softmax", "masking", "attention gather/scatter",
+    "attention other", "norm", "rotary", "act", "embed", "heads", "layout", "other torch ops",
+    "python outside ops",
+)  # fmt: skip
+_ATTENTION_OPS = (
+    (("_scaled_dot_product", "scaled_dot_product"), "attention sdpa"),
+    (("bmm", "matmul", "aten::mm", "baddbmm"), "attention matmul"),
+    (("softmax",), "softmax"),
+    (("add", "masked_fill", "where"), "masking"),
+    (("index", "gather", "scatter", "copy"), "attention gather/scatter"),
+)
+
+
+@contextlib.contextmanager
+def _labelled(backend: Any) -> Iterator[None]:
+    """Label the model's modules and the decoder's helpers for the duration of the profile."""
+    import transformers.models.llama.modeling_llama as llama
+
+    import service.engine.transformers_backend as tb
+    import service.model.packed_decoder as pd
+
+    model = backend._model
+    handles: list[Any] = []
+
+    def label(module: nn.Module, name: str) -> None:
+        scopes: list[Any] = []
+
+        def enter(*_: Any) -> None:
+            scope = record_function(name)
+            scope.__enter__()
+            scopes.append(scope)
+
+        def leave(*_: Any) -> None:
+            scopes.pop().__exit__(None, None, None)
+
+        handles.append(module.register_forward_pre_hook(enter))
+        handles.append(module.register_forward_hook(leave))
+
+    for module in model.modules():
+        kind = type(module).__name__
+        if isinstance(module, nn.Linear):
+            label(module, "gemm")
+        elif kind.endswith("RMSNorm"):
+            label(module, "norm")
+        elif kind.endswith("RotaryEmbedding"):
+            label(module, "rotary")
+        elif kind.endswith("MLP"):
+            label(module, "act")
+        elif kind.endswith("Attention"):
+            label(module, "attention")
+        elif isinstance(module, nn.Embedding):
+            label(module, "embed")
+    patches = [(pd, "_rotate", "rotary"), (pd, "attend", "attention"), (llama, "apply_rotary_pos_emb", "rotary"),
+               (tb, "build_layout", "layout"), (model, "heads", "heads")]
+    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
+    for owner, name, scope in patches:
+        setattr(owner, name, _scoped(getattr(owner, name), scope))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for owner, name, original in originals:
+            if owner is model:
+                delattr(model, name)  # the instance attribute shadowed the method
+            else:
+                setattr(owner, name, original)
+
+
+def _scoped(function: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with record_function(name):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+_SCOPES = frozenset({"gemm", "norm", "rotary", "act", "attention", "embed", "heads", "layout"})
+
+
+def _category(event: Any) -> str:
+    """The category an aten op's self time is charged to: its nearest labelled scope's (labels' own self
+    time is interpreter time, left to `python outside ops`)."""
+    scope = event.cpu_parent
+    while scope is not None and scope.name not in _SCOPES:
+        scope = scope.cpu_parent
+    if scope is None:
+        return "other torch ops"
+    if scope.name != "attention":
+        return scope.name
+    for markers, category in _ATTENTION_OPS:
+        if any(marker in event.name for marker in markers):
+            return category
+    return "attention other"
+
+
+def profile_batches(backend: Any, batches: Sequence[Any], warm: Sequence[Any]) -> dict[str, Any]:
+    """Per-batch mean ms per category over `batches` (each profiled alone), after running `warm` unprofiled.
+
+    Also the unprofiled wall of the same batches (run again afterwards, best of the two passes per batch).
+    """
+    for batch in warm:
+        backend.run(batch)
+    totals: dict[str, float] = defaultdict(float)
+    wall = 0.0
+    with _labelled(backend):
+        for batch in batches:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                started = time.perf_counter()
+                backend.run(batch)
+                elapsed = time.perf_counter() - started
+            wall += elapsed
+            ops = 0.0
+            for event in prof.events():
+                category = _category(event) if event.name.startswith("aten::") else None
+                if category is not None:
+                    totals[category] += event.self_cpu_time_total / 1000
+                    ops += event.self_cpu_time_total / 1000
+            totals["python outside ops"] += elapsed * 1000 - ops
+    unprofiled = []
+    for batch in batches:
+        started = time.perf_counter()
+        backend.run(batch)
+        unprofiled.append(time.perf_counter() - started)
+    n = len(batches)
+    per_batch = {category: round(totals.get(category, 0.0) / n, 2) for category in CATEGORIES}
+    return {
+        "batches": n,
+        "items_per_batch": round(sum(len(_items(b)) for b in batches) / n, 1),
+        "ms": per_batch,
+        "wall_ms_profiled": round(wall * 1000 / n, 2),
+        "wall_ms_unprofiled": round(sum(unprofiled) * 1000 / n, 2),
+    }
+
+
+def _items(batch: Any) -> Sequence[Any]:
+    return batch.conversations if hasattr(batch, "conversations") else batch
+
+
+def markdown_table(results: dict[str, dict[str, Any]]) -> str:
+    """One column per profiled configuration: `ms (share of profiled wall)` per category."""
+    names = list(results)
+    lines = ["| category (ms per batch, % of profiled wall) | " + " | ".join(names) + " |",
+             "|---|" + "---:|" * len(names)]
+    for category in CATEGORIES:
+        cells = []
+        for name in names:
+            value = results[name]["ms"][category]
+            share = value / results[name]["wall_ms_profiled"] * 100 if results[name]["wall_ms_profiled"] else 0
+            cells.append(f"{value:.1f} ({share:.0f}%)" if value >= 0.05 else "–")
+        lines.append(f"| {category} | " + " | ".join(cells) + " |")
+    lines.append("| wall, profiled / unprofiled | " + " | ".join(
+        f"{results[n]['wall_ms_profiled']:.0f} / {results[n]['wall_ms_unprofiled']:.0f}" for n in names) + " |")
+    return "\n".join(lines)
