@@ -1,5 +1,8 @@
 """Readers for the fitting inputs: rating JSONL (stage 1) and preference JSONL (debiasing, stage 2).
 
+The preference and intra-pair readers live in `service.preference.data` (the trainers read the same files
+and may not import this package); they are re-exported here. Rating files are the fitter's own.
+
 Formats (one JSON object per line; blank lines are ignored):
 
 * **ratings** — ``{"messages": [{"role": "user", "content": "..."}, ..., {"role": "assistant", ...}],
@@ -24,35 +27,40 @@ in which an objective has no label at all always raises: such a head cannot be f
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-Message = dict[str, str]
-_ROLES = frozenset({"system", "user", "assistant", "tool"})
-T = TypeVar("T")
+from service.preference.data import (
+    DataError,
+    Message,
+    PreferenceData,
+    PreferencePair,
+    Skip,
+    parse_messages,
+    read_intra_pairs,
+    read_jsonl,
+    read_preferences,
+    require_conversation,
+    require_keys,
+)
 
-
-class DataError(ValueError):
-    """A fitting input is malformed; ``path`` and (1-based) ``line`` say where."""
-
-    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
-        self.path = str(path)
-        self.line = line
-        self.reason = message
-
-
-@dataclass(frozen=True)
-class Skip:
-    line: int
-    reason: str
+__all__ = [
+    "DataError",
+    "Message",
+    "PreferenceData",
+    "PreferencePair",
+    "RatedConversation",
+    "RatingData",
+    "Skip",
+    "read_intra_pairs",
+    "read_preferences",
+    "read_ratings",
+]
 
 
 @dataclass(frozen=True)
@@ -71,20 +79,6 @@ class RatingData:
     skipped: list[Skip] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class PreferencePair:
-    chosen: list[Message]
-    rejected: list[Message]
-    line: int
-
-
-@dataclass(frozen=True)
-class PreferenceData:
-    path: str
-    pairs: list[PreferencePair]
-    skipped: list[Skip] = field(default_factory=list)
-
-
 def read_ratings(path: str | Path, objectives: Sequence[str] | None = None, *, skip_bad: bool = False) -> RatingData:
     """Parse a rating JSONL file into conversations and an (N, K) label matrix."""
     names: list[str] = list(objectives) if objectives else []
@@ -92,9 +86,9 @@ def read_ratings(path: str | Path, objectives: Sequence[str] | None = None, *, s
     rows: list[tuple[RatedConversation, dict[str, float]]] = []
 
     def parse(obj: Any, line: int) -> tuple[RatedConversation, dict[str, float]]:
-        _require_keys(obj, ("messages", "ratings"))
-        messages = _messages(obj["messages"], "messages")
-        _require_conversation(messages, "messages")
+        require_keys(obj, ("messages", "ratings"))
+        messages = parse_messages(obj["messages"], "messages")
+        require_conversation(messages, "messages")
         ratings = obj["ratings"]
         if not isinstance(ratings, dict):
             raise ValueError(f"'ratings' must be an object of objective -> number | null, got {type(ratings).__name__}")
@@ -112,7 +106,7 @@ def read_ratings(path: str | Path, objectives: Sequence[str] | None = None, *, s
             values[str(key)] = float(value)
         return RatedConversation(messages, line), values
 
-    skipped = _read_jsonl(path, parse, rows, skip_bad)
+    skipped = read_jsonl(path, parse, rows, skip_bad)
     if not rows:
         raise DataError(path, None, "no usable rating lines; expected JSONL of {'messages': [...], 'ratings': {...}}")
     if not fixed:
@@ -131,122 +125,3 @@ def read_ratings(path: str | Path, objectives: Sequence[str] | None = None, *, s
             "add ratings or leave them out of --objectives",
         )  # fmt: skip
     return RatingData(str(path), names, [ex for ex, _ in rows], labels, skipped)
-
-
-def read_preferences(path: str | Path, *, skip_bad: bool = False) -> PreferenceData:
-    """Parse a preference JSONL file into full chosen/rejected conversations sharing one prompt."""
-
-    def parse(obj: Any, line: int) -> PreferencePair:
-        _require_keys(obj, ("chosen", "rejected"))
-        prompt = _prompt(obj["prompt"], "prompt") if obj.get("prompt") is not None else None
-        chosen = _conversation(prompt, obj["chosen"], "chosen")
-        rejected = _conversation(prompt, obj["rejected"], "rejected")
-        if chosen[:-1] != rejected[:-1]:
-            raise ValueError("'chosen' and 'rejected' have different prompts (messages before the last turn)")
-        return PreferencePair(chosen, rejected, line)
-
-    pairs: list[PreferencePair] = []
-    skipped = _read_jsonl(path, parse, pairs, skip_bad)
-    if not pairs:
-        raise DataError(path, None, "no usable preference lines; expected JSONL of {'prompt', 'chosen', 'rejected'}")
-    return PreferenceData(str(path), pairs, skipped)
-
-
-def read_intra_pairs(path: str | Path, *, skip_bad: bool = False) -> PreferenceData:
-    """Parse MAPL intra-sample triples into pairs whose two sides share the response, not the prompt."""
-
-    def parse(obj: Any, line: int) -> PreferencePair:
-        _require_keys(obj, ("prompt_chosen", "prompt_rejected", "response"))
-        better = _conversation(_prompt(obj["prompt_chosen"], "prompt_chosen"), obj["response"], "response")
-        worse = _conversation(_prompt(obj["prompt_rejected"], "prompt_rejected"), obj["response"], "response")
-        return PreferencePair(better, worse, line)
-
-    pairs: list[PreferencePair] = []
-    skipped = _read_jsonl(path, parse, pairs, skip_bad)
-    if not pairs:
-        raise DataError(path, None, "no usable intra-pair lines; expected {'prompt_chosen', 'prompt_rejected', 'response'}")
-    return PreferenceData(str(path), pairs, skipped)
-
-
-def _read_jsonl(path: str | Path, parse: Callable[[Any, int], T], out: list[T], skip_bad: bool) -> list[Skip]:
-    """Apply ``parse`` to every non-blank line; wrap its ValueErrors into DataError or a Skip."""
-    skipped: list[Skip] = []
-    for line_no, text in _lines(path):
-        try:
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            out.append(parse(obj, line_no))
-        except ValueError as exc:
-            if not skip_bad:
-                raise DataError(path, line_no, str(exc)) from None
-            skipped.append(Skip(line_no, str(exc)))
-    return skipped
-
-
-def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(p, None, "file not found; pass an existing JSONL file")
-    with p.open(encoding="utf-8") as fh:
-        for i, text in enumerate(fh, start=1):
-            if text.strip():
-                yield i, text
-
-
-def _require_keys(obj: dict[str, Any], keys: Sequence[str]) -> None:
-    missing = [k for k in keys if k not in obj or obj[k] is None]
-    if missing:
-        raise ValueError(f"missing field(s) {missing}; present: {sorted(obj)}")
-
-
-def _messages(value: Any, what: str) -> list[Message]:
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"'{what}' must be a non-empty list of {{'role', 'content'}} messages")
-    out: list[Message] = []
-    for i, m in enumerate(value):
-        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise ValueError(f"'{what}'[{i}] must be an object with string 'role' and 'content', got {m!r:.80}")
-        if m["role"] not in _ROLES:
-            raise ValueError(f"'{what}'[{i}] has role {m['role']!r}; use one of {sorted(_ROLES)}")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
-
-
-def _require_conversation(messages: list[Message], what: str) -> None:
-    if messages[-1]["role"] != "assistant":
-        raise ValueError(f"'{what}' has no assistant turn at the end (last role {messages[-1]['role']!r}); "
-                         "the reward is read at the end of an assistant response")  # fmt: skip
-    if len(messages) < 2:
-        raise ValueError(f"'{what}' has no prompt before the assistant turn; the gate reads the prompt")
-
-
-def _prompt(value: Any, what: str) -> list[Message]:
-    if isinstance(value, str):
-        return [{"role": "user", "content": value}]
-    messages = _messages(value, what)
-    if messages[-1]["role"] == "assistant":
-        raise ValueError(f"'{what}' ends with an assistant turn; a prompt ends with the user's message")
-    return messages
-
-
-def _conversation(prompt: list[Message] | None, response: Any, what: str) -> list[Message]:
-    if isinstance(response, str):
-        if prompt is None:
-            raise ValueError(f"'{what}' is a plain string but there is no 'prompt' to attach it to")
-        messages = [*prompt, {"role": "assistant", "content": response}]
-    else:
-        turns = _messages(response, what)
-        if turns[0]["role"] == "assistant":
-            if prompt is None:
-                raise ValueError(f"'{what}' starts with an assistant turn but there is no 'prompt'")
-            messages = [*prompt, *turns]
-        else:
-            if prompt is not None and turns[: len(prompt)] != prompt:
-                raise ValueError(f"'{what}' is a full conversation that does not start with 'prompt'")
-            messages = turns
-    _require_conversation(messages, what)
-    return messages

@@ -34,6 +34,7 @@ from torch import nn
 
 from service.fitting.stats import train_val_split
 from service.model.gating import GatingNetwork
+from service.preference.losses import preference_loss, preference_loss_with_intra
 
 _EVAL_BATCH = 8192
 
@@ -113,8 +114,13 @@ def pair_scores(gating: nn.Module, pairs: PreferencePairs) -> torch.Tensor:
 
 
 def bradley_terry_loss(scores: torch.Tensor) -> torch.Tensor:
-    """``BCEWithLogits(s_chosen − s_rejected, 1)`` = mean ``softplus(−Δ)``."""
-    return F.softplus(scores[:, 1] - scores[:, 0]).mean()
+    """``BCEWithLogits(s_chosen − s_rejected, 1)`` = mean ``softplus(−Δ)``; scores [N, 2] (chosen, rejected)."""
+    return preference_loss(pair_margins(scores))
+
+
+def pair_margins(scores: torch.Tensor) -> torch.Tensor:
+    """``s_chosen − s_rejected``: [N, 2] -> [N]."""
+    return scores[:, 0] - scores[:, 1]
 
 
 @torch.no_grad()
@@ -201,10 +207,12 @@ def fit_gating(
     try:
         for step in range(cfg.steps):
             idx = torch.randint(0, len(train_dev), (cfg.batch_size,), generator=generator)
-            loss = bradley_terry_loss(pair_scores(gating, train_dev.subset(idx)))
+            margins = pair_margins(pair_scores(gating, train_dev.subset(idx)))
+            intra_margins = None
             if intra_train is not None:
                 j = torch.randint(0, len(intra_train), (cfg.batch_size,), generator=generator)
-                loss = loss + cfg.intra_weight * bradley_terry_loss(pair_scores(gating, intra_train.subset(j)))
+                intra_margins = pair_margins(pair_scores(gating, intra_train.subset(j)))
+            loss = preference_loss_with_intra(margins, intra_margins, cfg.intra_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
