@@ -1,8 +1,9 @@
 """Runs the app under uvicorn with a graceful drain on SIGTERM.
 
 On the first SIGTERM (or Ctrl-C) readiness turns 503 and new scoring requests are refused with 503 (so a
-load balancer and the paretorm client move to another replica), while every accepted request finishes;
-only then does uvicorn stop and the process exit 0. A second signal stops at once.
+load balancer and the paretorm client move to another replica), while every accepted request finishes:
+one whose headers arrived before the signal, even if its body is still being read or tokenised. Only then
+does uvicorn stop and the process exit 0. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain_then_exit(self, runtime: object) -> None:
         deadline = time.monotonic() + self._drain_timeout_s
-        batcher = runtime.batcher  # type: ignore[attr-defined]
-        await batcher.drain(self._drain_timeout_s)
-        # Requests still being written back (or parsed) count as in flight until their response is sent.
+        # Requests that arrived before the signal are accepted, even those still being read or tokenised
+        # (not yet in the batcher's queue): wait until each has sent its response, then close the batcher.
         while runtime.inflight > 0 and time.monotonic() < deadline:  # type: ignore[attr-defined]
             await asyncio.sleep(0.01)
+        await runtime.batcher.drain(max(0.0, deadline - time.monotonic()))  # type: ignore[attr-defined]
         self.should_exit = True
 
 

@@ -19,6 +19,8 @@ async def get_runtime(request: Request) -> Runtime:
     runtime: Runtime | None = getattr(request.app.state, "runtime", None)
     if runtime is None or not runtime.ready:
         raise NotReady("the model is still loading; retry shortly (see /health/ready)")
+    if runtime.draining and request.scope.get("state", {}).get("paretorm_late"):
+        raise NotReady("the service is draining for shutdown; retry on another replica", retry_after_s=1)
     return runtime
 
 

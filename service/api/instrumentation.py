@@ -1,4 +1,9 @@
-"""ASGI middleware counting requests by route and status, in-flight requests and total latency."""
+"""ASGI middleware counting requests by route and status, in-flight requests and total latency.
+
+It is also where a request's arrival is stamped for the SIGTERM drain: a request whose headers reached
+the app before the drain began is *accepted* (counted in `runtime.inflight`, which the drain waits for);
+one that arrived after is marked late (`scope["state"]["paretorm_late"]`) and refused with 503.
+"""
 
 from __future__ import annotations
 
@@ -27,14 +32,17 @@ class InstrumentationMiddleware:
                 status = int(message["status"])
             await send(message)
 
+        accepted = runtime is not None and not runtime.draining
+        if runtime is not None and not accepted:
+            scope.setdefault("state", {})["paretorm_late"] = True
         metrics.INFLIGHT.inc()
-        if runtime is not None:
+        if accepted:
             runtime.inflight += 1
         try:
             await self.app(scope, receive, recording_send)
         finally:
             metrics.INFLIGHT.dec()
-            if runtime is not None:
+            if accepted:
                 runtime.inflight -= 1
             route = getattr(scope.get("route"), "path", "unmatched")
             metrics.REQUESTS.labels(route=route, status=str(status)).inc()
