@@ -1,8 +1,8 @@
 """Checkpoints that really resume: policy, optimiser, scheduler, extra modules, RNG, step and data cursor.
 
 Layout: ``OUT/checkpoints/step-000010/`` holding ``policy/`` (a HF causal-LM directory, loadable on its
-own), ``trainer.pt`` (optimiser, scheduler, extra module states such as PAMA's value heads, torch RNG;
-read back with ``weights_only=True``: no pickle) and ``state.json`` (step, cursor, Python RNG, the reward
+own; with LoRA only the peft adapter, whose base is the run's ``--policy``), ``trainer.pt`` (optimiser,
+scheduler, extra module states such as PAMA's value heads, torch RNG; read back with ``weights_only=True``: no pickle) and ``state.json`` (step, cursor, Python RNG, the reward
 model revision). A checkpoint is written to a staging folder and renamed into place, so a run killed while
 saving leaves the previous checkpoint intact; the newest complete one is what ``--resume`` reads.
 """
@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from service.training.config import ConfigError
-from service.training.policy import Policy, save_policy
+from service.training.policy import Policy, save_trainable
 
 KEEP = 2
 """Checkpoints kept (older ones are deleted once a newer one is complete)."""
@@ -45,7 +45,7 @@ def save_checkpoint(
     target = root / f"step-{step:06d}"
     staging = root / f".staging-{step:06d}"
     shutil.rmtree(staging, ignore_errors=True)
-    save_policy(policy, staging / "policy")
+    save_trainable(policy, staging / "policy")
     torch.save({**trainer, "torch_rng": torch.get_rng_state()}, staging / "trainer.pt")
     full_state = {**state, "step": step, "python_rng": _jsonable(random.getstate())}
     (staging / "state.json").write_text(json.dumps(full_state, indent=2, sort_keys=True) + "\n")

@@ -77,6 +77,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--outage-timeout-s", type=float, default=1800.0, help="how long to wait out a reward-service outage")
     add("--cache-dir", type=Path, help="where --policy smollm2 is built (default ~/.cache/paretorm)")
     add("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    add("--lora-rank", type=int, default=0, help="LoRA rank through peft (0: full fine-tuning)")
+    add("--lora-alpha", type=float, default=16.0)
+    add("--lora-dropout", type=float, default=0.0, help="keep 0 for exact old log-probs (dropout changes them)")
+    add("--lora-targets", type=lambda s: tuple(n for n in s.split(",") if n), default=("all-linear",),
+        help="modules the adapter wraps, comma-separated (default all-linear: every linear layer but the LM head)")
 
 
 def _grpo(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,16 @@ class ConfigError(ValueError):
     """A setting is unusable; the message names the flag and how to fix it."""
 
 
+@dataclass(frozen=True)
+class LoraSettings:
+    """A LoRA adapter through peft (`service.training.lora`): rank, alpha, dropout, target modules."""
+
+    rank: int
+    alpha: float
+    dropout: float
+    targets: tuple[str, ...]
+
+
 def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     if not isinstance(value, int | float) or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
@@ -68,6 +78,11 @@ class RunConfig:
     outage_timeout_s: float = 1800.0
     progress: bool = True
     cache_dir: Path | None = None
+    lora_rank: int = 0
+    """0: train every weight; r > 0: a LoRA adapter of rank r through peft (base frozen)."""
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("all-linear",)
 
     def __post_init__(self) -> None:
         self.prompts, self.out = Path(self.prompts), Path(self.out)
@@ -96,6 +111,19 @@ class RunConfig:
         for name, value in self.weights.items():
             if not math.isfinite(value):
                 raise ConfigError(f"--weights {name}={value}: weights must be finite numbers")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise ConfigError(f"--lora-rank must be an integer >= 0 (got {self.lora_rank!r}); 0 trains every weight")
+        _positive("lora_alpha", self.lora_alpha)
+        if not 0 <= self.lora_dropout < 1:
+            raise ConfigError(f"--lora-dropout must be in [0, 1) (got {self.lora_dropout})")
+        if not self.lora_targets:
+            raise ConfigError("--lora-targets needs module names (e.g. q_proj,v_proj) or all-linear")
+
+    @property
+    def lora(self) -> LoraSettings | None:
+        if self.lora_rank == 0:
+            return None
+        return LoraSettings(self.lora_rank, self.lora_alpha, self.lora_dropout, tuple(self.lora_targets))
 
 
 @dataclass

@@ -25,7 +25,7 @@ from service.training.config import RunConfig
 from service.training.data import Messages, PromptCursor, PromptRow, read_prompts
 from service.training.distributed import World, weights_digest
 from service.training.metrics import MetricsLog, plot_metrics
-from service.training.policy import load_policy, resolve_policy_dir, save_policy
+from service.training.policy import load_policy, load_trainable, resolve_policy_dir, save_policy
 from service.training.rewards import Rewards, RewardSource
 from service.training.rollout import Completion, Sampling, build_rollout
 from service.training.rule_rewards import parse_rules
@@ -51,7 +51,7 @@ class TrainerBase:
         source = resolve_policy_dir(run.policy, run.cache_dir)
         resumed = load_checkpoint(run.out) if run.resume else None
         self.start_step = resumed.step if resumed else 0
-        self.policy = load_policy(resumed.policy_dir if resumed else source, run.device)
+        self.policy = load_trainable(source, resumed.policy_dir if resumed else None, run.device, run.lora, run.seed)
         self.policy.model.train()
         self.reference = self._reference(source) if self.needs_reference else None
         self.extra = self.build_extra_modules()

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from service.default_model.backbone import file_fingerprint, require_gguf
 from service.default_model.build import default_cache_dir
 from service.training.config import ConfigError
 from service.training.data import Messages
+from service.training.lora import ADAPTER_CONFIG, LoraSettings, base_model, is_lora, load_adapter, plain_state, wrap_lora
 
 SMOLLM2 = "smollm2"
 _SMOLLM2_RECIPE = 1
@@ -42,6 +44,15 @@ class Policy:
         ids = self.model.generation_config.eos_token_id if self.model.generation_config else None
         ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
         return {int(i) for i in ids} | ({int(self.tokenizer.eos_token_id)} if self.tokenizer.eos_token_id is not None else set())
+
+    def plain_state(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The weights as a plain causal LM (a LoRA adapter merged in on the fly): what vLLM and exports get."""
+        return plain_state(self.model)
+
+    def save_plain(self, out: Path, state: dict[str, torch.Tensor] | None = None) -> None:
+        """``save_pretrained`` of the plain causal LM (never just the adapter), with ``state`` if given."""
+        base = base_model(self.model)
+        base.save_pretrained(str(out), state_dict=state if state is not None else dict(self.plain_state()))
 
     def render(self, messages: Messages, max_tokens: int) -> list[int]:
         """The chat-templated prompt's token ids (with the generation prompt), cut from the left if long."""
@@ -73,15 +84,42 @@ def load_policy(path: Path, device: str = "cpu") -> Policy:
     return Policy(model, tokenizer, path)
 
 
+def load_trainable(
+    source: Path, checkpoint: Path | None, device: str, lora: LoraSettings | None, seed: int = 0
+) -> Policy:
+    """The policy a run trains: from ``source``, or a checkpoint's (whole weights, or an adapter on ``source``)."""
+    saved_adapter = checkpoint is not None and (checkpoint / ADAPTER_CONFIG).is_file()
+    if checkpoint is not None and saved_adapter != (lora is not None):
+        raise ConfigError(f"--resume: the checkpoint {'has' if saved_adapter else 'has no'} LoRA adapter; resume "
+                          f"with the run's own --lora-rank ({'> 0' if saved_adapter else '0'})")  # fmt: skip
+    policy = load_policy(source if checkpoint is None or saved_adapter else checkpoint, device)
+    if lora is not None:
+        policy.model = load_adapter(policy.model, checkpoint) if saved_adapter else wrap_lora(policy.model, lora, seed)
+    return policy
+
+
 def save_policy(policy: Policy, out: Path, *, dtype: torch.dtype | None = None) -> Path:
-    """Write a directory `AutoModelForCausalLM.from_pretrained` loads: config, safetensors, tokenizer."""
+    """Write a directory `AutoModelForCausalLM.from_pretrained` loads: config, safetensors, tokenizer.
+
+    A LoRA policy is written merged, with its adapter beside it in ``out/adapter/`` (for peft users).
+    """
     out.mkdir(parents=True, exist_ok=True)
     model: Any = policy.model
     if dtype is not None and dtype != next(model.parameters()).dtype:
-        state = {k: v.to(dtype) for k, v in model.state_dict().items()}
-        model.save_pretrained(str(out), state_dict=state)
+        policy.save_plain(out, {k: v.to(dtype) for k, v in policy.plain_state()})
     else:
-        model.save_pretrained(str(out))
+        policy.save_plain(out)
+    if is_lora(model):
+        model.save_pretrained(str(out / "adapter"))
+    policy.tokenizer.save_pretrained(str(out))
+    return out
+
+
+def save_trainable(policy: Policy, out: Path) -> Path:
+    """What a checkpoint needs to resume: the whole policy, or only the adapter (the base never changes)."""
+    if not is_lora(policy.model):
+        return save_policy(policy, out)
+    policy.model.save_pretrained(str(out))
     policy.tokenizer.save_pretrained(str(out))
     return out
 

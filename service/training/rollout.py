@@ -147,11 +147,11 @@ class VllmRollout:
     def sync(self, policy: Policy) -> float:
         started = time.perf_counter()
         # in the engine's dtype: vLLM would otherwise warn (and cast) tensor by tensor
-        state = ((name, tensor.detach().to(self.dtype)) for name, tensor in policy.model.state_dict().items())
+        state = ((name, tensor.detach().to(self.dtype)) for name, tensor in policy.plain_state())
         if self.in_process:
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": state})
         else:
-            policy.model.save_pretrained(str(self.sync_dir), state_dict=dict(state))
+            policy.save_plain(self.sync_dir, dict(state))
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.sync_dir)})
         self.llm.reset_prefix_cache()
         return time.perf_counter() - started
