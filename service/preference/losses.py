@@ -24,9 +24,10 @@ def preference_loss_with_intra(
     """``L(margins) + intra_weight * L(intra_margins)``; the intra term is skipped when absent or empty.
 
     margins [N] (chosen minus rejected, same prompt); intra_margins [M] (``x_w`` minus ``x_l``, same
-    response) -> []. Each term is the mean over its own pairs, so ``intra_weight`` alone sets the balance.
+    response) -> []. Each term is the mean over its own pairs, so ``intra_weight`` alone sets the balance; an
+    empty ``margins`` contributes 0 (a MAPL batch may hold only intra pairs).
     """
-    loss = preference_loss(margins)
+    loss = preference_loss(margins) if margins.numel() else margins.sum()  # no pairs: 0, still in the graph
     if intra_margins is not None and intra_margins.numel() and intra_weight:
         loss = loss + intra_weight * preference_loss(intra_margins)
     return loss

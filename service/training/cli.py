@@ -16,6 +16,8 @@ from typing import Any
 from service.training.cgpo_cli import add_cgpo_arguments
 from service.training.cgpo_config import CgpoConfig
 from service.training.config import ConfigError, DpaConfig, GrpoConfig, PamaConfig, RunConfig
+from service.training.offline_cli import add_mapl_arguments, add_modpo_arguments
+from service.training.offline_config import MaplConfig, ModpoConfig
 
 
 def name_values(text: str) -> dict[str, float]:
@@ -44,7 +46,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--policy", required=True, help="a local HF causal-LM directory, or 'smollm2' (built once, cached)")
     add("--reward-url", help="the paretorm service (comma-separated replicas); default $PARETORM_URL")
     add("--api-key", help="bearer key for the service (prefer the PARETORM_API_KEY environment variable)")
-    add("--prompts", type=Path, required=True, help="JSONL: 'prompt' (text) or 'messages' per line, optional 'task'")
+    add("--prompts", "--pairs", dest="prompts", type=Path, required=True,
+        help="JSONL: 'prompt' (text) or 'messages' per line, optional 'task'; modpo/mapl: the preference pairs")
     add("--steps", type=int, required=True, help="optimisation steps (DPA: rounds)")
     add("--out", type=Path, required=True, help="run directory: metrics.jsonl, checkpoints/, final/")
     add("--weights", type=name_values, default={}, help="objective weights NAME=W,... (others weigh 0)")
@@ -133,6 +136,8 @@ _ALGORITHMS = {
     "pama": (_pama, PamaConfig, "PAMA's Noon-PPO with one value head per objective"),
     "dpa": (_dpa, DpaConfig, "DPA's directional rejection-sampling fine-tuning, with the Pareto front"),
     "cgpo": (add_cgpo_arguments, CgpoConfig, "CGPO: a mixture of judges, CRPG | CRRAFT | CODPO"),
+    "modpo": (add_modpo_arguments, ModpoConfig, "MODPO: offline DPO on one objective's pairs, others as margins"),
+    "mapl": (add_mapl_arguments, MaplConfig, "MAPL: DPO on paretorm augment output with the intra-sample loss"),
 }
 
 
@@ -160,6 +165,8 @@ def parse(argv: Sequence[str]) -> tuple[str, RunConfig, Any]:
     run, cfg = RunConfig(**args), config_class(**own)
     if algorithm == "grpo" and cfg.combine == "weights" and not any(run.weights.values()):
         raise ConfigError("--combine weights (the default) needs --weights NAME=W,... with a non-zero weight")
+    if isinstance(cfg, ModpoConfig | MaplConfig):
+        cfg.check_run(run)
     return algorithm, run, cfg
 
 

@@ -27,7 +27,7 @@ from service.training.distributed import World, weights_digest
 from service.training.metrics import MetricsLog, plot_metrics
 from service.training.policy import load_policy, load_trainable, resolve_policy_dir, save_policy
 from service.training.rewards import Rewards, RewardSource
-from service.training.rollout import Completion, Sampling, build_rollout
+from service.training.rollout import Completion, RolloutEngine, Sampling, build_rollout
 from service.training.rule_rewards import parse_rules
 from service.training.sequences import SequenceBatch, build_batch
 
@@ -39,16 +39,18 @@ class TrainerBase:
 
     algorithm = "base"
     needs_reference = False
+    rollout_during_training = True
+    """False for offline trainers (MODPO, MAPL): the rollout engine is built on first use (evaluation)."""
 
     def __init__(self, run: RunConfig, world: World) -> None:
         self.run, self.world = run, world
         self.rules = parse_rules(run.rule_rewards)
-        self.prompts = read_prompts(run.prompts)
+        self.prompts = self.load_data()
         self.cursor = PromptCursor(len(self.prompts), run.seed)
         client = RewardClient(run.reward_url, api_key=run.api_key) if run.reward_url else None
         self.rewards = RewardSource(client, self.rules, outage_timeout_s=run.outage_timeout_s,
                                     on_wait=lambda status: self.metrics.status(status))  # fmt: skip
-        source = resolve_policy_dir(run.policy, run.cache_dir)
+        self.source = source = resolve_policy_dir(run.policy, run.cache_dir)
         resumed = load_checkpoint(run.out) if run.resume else None
         self.start_step = resumed.step if resumed else 0
         self.policy = load_trainable(source, resumed.policy_dir if resumed else None, run.device, run.lora, run.seed)
@@ -68,14 +70,32 @@ class TrainerBase:
             self._restore(resumed.trainer, resumed.state)
         self.metrics = MetricsLog(run.out / "metrics.jsonl", total=run.steps, start=self.start_step,
                                   enabled=world.is_main, progress=run.progress, tensorboard=run.tensorboard)  # fmt: skip
-        self.engine = build_rollout(
-            run.rollout, self.policy, dtype=run.rollout_dtype, seed=run.seed + world.rank,
+        self._engine: RolloutEngine | None = None
+        if self.rollout_during_training:
+            self._engine = self._build_engine()
+
+    @property
+    def engine(self) -> RolloutEngine:
+        """The rollout engine; offline trainers build it on first use (evaluation), synced to the policy."""
+        if self._engine is None:
+            self._engine = self._build_engine()
+        return self._engine
+
+    def _build_engine(self) -> RolloutEngine:
+        run = self.run
+        engine = build_rollout(
+            run.rollout, self.policy, dtype=run.rollout_dtype, seed=run.seed + self.world.rank,
             max_model_len=run.max_prompt_tokens + run.max_new_tokens + 8, sync_dir=run.out / ".rollout-weights",
             tensor_parallel_size=run.rollout_tensor_parallel_size,
         )  # fmt: skip
-        self.engine.sync(self.policy)  # start and resume alike: the engine must sample from these weights
+        engine.sync(self.policy)  # start and resume alike: the engine must sample from these weights
+        return engine
 
     # -- hooks for algorithms ----------------------------------------------------------------------
+
+    def load_data(self) -> list[Any]:
+        """The rows the cursor walks (``--prompts``); offline trainers read preference pairs instead."""
+        return read_prompts(self.run.prompts)
 
     def build_extra_modules(self) -> nn.ModuleDict:
         """Modules trained beside the policy (PAMA's value heads); checkpointed with it."""
@@ -213,6 +233,8 @@ class TrainerBase:
     def evaluate(self, when: str) -> dict[str, Any]:
         """Per-objective mean rewards on ``--eval-prompts`` (greedy, or ``--eval-samples`` seeded samples)."""
         rows = self.world.shard(read_prompts(self.run.eval_prompts))
+        if not self.rollout_during_training and self._engine is not None:
+            self._engine.sync(self.policy)  # offline training moved the weights without syncing
         n = max(self.run.eval_samples, 1)
         _, completions, _ = self.rollout(rows, n, seed=self.run.seed + 7919, greedy=self.run.eval_samples == 0)
         rewards = self.score(rows, completions)

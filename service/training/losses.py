@@ -8,7 +8,8 @@ tests/training/test_losses.py.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+
+from service.preference.losses import preference_loss
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -119,5 +120,19 @@ def dpo_logits(
 
 
 def sigmoid_loss(logits: torch.Tensor) -> torch.Tensor:
-    """``-log sigma(logits)``, numerically stable, mean over pairs."""
-    return F.softplus(-logits).mean()
+    """``-log sigma(logits)``, numerically stable, mean over pairs (the fitter's Bradley–Terry loss too)."""
+    return preference_loss(logits)
+
+
+def modpo_logits(
+    chosen_logratio: torch.Tensor, rejected_logratio: torch.Tensor, margin_delta: torch.Tensor,
+    margin_weights: torch.Tensor, trained_weight: float, beta: float,
+) -> torch.Tensor:
+    """MODPO's logit ``(1/w_k) (beta (h_w - h_l) - w_{-k} . (r_{-k}(y_w) - r_{-k}(y_l)))`` (algorithms.md §2.2).
+
+    chosen/rejected_logratio [N] (summed ``log pi - log pi_ref``); margin_delta [N, M] (chosen minus rejected
+    margin rewards); margin_weights [M] -> [N]. With ``M = 0`` (or zero margin weights) and ``w_k = 1`` this
+    is `dpo_logits`: the loss is DPO's.
+    """
+    margin = margin_delta.to(chosen_logratio) @ margin_weights.to(chosen_logratio)  # [N]
+    return (dpo_logits(chosen_logratio, rejected_logratio, beta) - margin) / trained_weight

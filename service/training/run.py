@@ -32,6 +32,10 @@ def build_trainer(algorithm: str, run: RunConfig, cfg: Any, world: Any) -> Train
         from service.training.cgpo import CgpoTrainer
 
         return CgpoTrainer(run, cfg, world)
+    if algorithm in ("modpo", "mapl"):
+        from service.training.offline_run import build_offline_trainer
+
+        return build_offline_trainer(algorithm, run, cfg, world)
     raise ConfigError(f"unknown algorithm {algorithm!r}")
 
 
