@@ -1,7 +1,8 @@
 """Trainers reach the reward service only over HTTP: they never import the server's machinery.
 
-The allowed imports are `service.objectives` (pure maths shared with the service), `service.default_model`'s
-backbone locator (for `--policy smollm2`), `clients`, torch/transformers/vllm and the standard library.
+The allowed imports are `service.objectives` (pure maths shared with the service), `service.preference`
+(the preference readers and loss shared with `paretorm fit`), `service.default_model`'s backbone locator
+(for `--policy smollm2`), `clients`, torch/transformers/vllm and the standard library.
 `paretorm train --help` must stay instant: argument parsing imports no torch.
 """
 
@@ -44,6 +45,7 @@ def test_importing_every_trainer_pulls_no_server_packages() -> None:
     code = (
         "import sys\n"
         "import service.training.grpo, service.training.noon_ppo, service.training.dpa, service.training.run\n"
+        "import service.training.modpo, service.training.modpo_sweep, service.training.mapl\n"
         f"bad = [m for m in sys.modules if m.startswith({FORBIDDEN!r})]\n"
         "assert not bad, bad\n"
     )
@@ -72,3 +74,15 @@ def test_trainer_extra_does_not_pull_the_web_stack() -> None:
     for extra in ("trainer", "trainer-cpu"):
         joined = " ".join(extras[extra])
         assert "fastapi" not in joined and "uvicorn" not in joined and "paretorm[service]" not in joined, extra
+
+
+def test_the_shared_preference_package_depends_on_neither_side() -> None:
+    """`service.preference` is imported by both `service.fitting` and `service.training`: it imports neither."""
+    root = Path(service.training.__file__).parents[1] / "preference"
+    offenders = {
+        f"{path.name}: {name}"
+        for path in root.glob("*.py")
+        for name in _imports(path)
+        if name.startswith("service.") and not name.startswith("service.preference")
+    }
+    assert not offenders, sorted(offenders)
