@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--profile", action="store_true", help="also break one steady-state batch down per op")
     p.add_argument("--profile-only", action="store_true", help="only the per-op breakdown (skip the timed rows)")
+    p.add_argument("--levers", type=int, default=0, metavar="N",
+                   help="also compare backend configurations (engine_levers) on N fresh batches of the first --batch")
     p.add_argument("--json", type=Path, help="write the result here")
     return p
 
@@ -101,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         say(f"per-op profile ({result['device']}, {args.dtype}, shape {args.shape}):\n"
             + markdown_table(result["profile"]))
+    if "levers" in result:
+        say("levers (same fresh batches, rotating order):\n" + json.dumps(result["levers"], indent=2))
     sys.stdout.write(json.dumps(result["rows"], indent=2) + "\n")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +131,11 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
                               "dtype": args.dtype, "peak_tflops": peak, "build_s": round(built_s, 1), "rows": {}}
     if args.profile or args.profile_only:
         result["profile"] = _profile(backends, args, shape, rng, say)
+    if args.levers:
+        from service.bench.engine_levers import compare_levers
+
+        fresh = [_chat(rng, shape, args)[: args.batch[0]] for _ in range(args.levers + 2)]
+        result["levers"] = compare_levers(model, fresh[2:], fresh[:2], args.device, say=say)
     if args.profile_only:
         return result
     rows = result["rows"]

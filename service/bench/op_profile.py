@@ -15,12 +15,14 @@ instrumentation:
 - `layout`: laying the batch out for the packed forward (numpy + Python); `embed`, `heads`;
 - every aten op outside those scopes (cat, index, copies, the padded path's mask) as `other torch ops`;
 - `python outside ops`: the profiled wall minus all aten ops' self time (interpreter, hooks' own cost).
-The profiled wall is a little above the unprofiled one, which is reported beside it.
+The profiled wall is a little above the unprofiled one, which is reported beside it. Each category is the
+median over the profiled batches, so the column sums only approximately to the median wall.
 """
 
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -130,41 +132,40 @@ def _category(event: Any) -> str:
 
 
 def profile_batches(backend: Any, batches: Sequence[Any], warm: Sequence[Any]) -> dict[str, Any]:
-    """Per-batch mean ms per category over `batches` (each profiled alone), after running `warm` unprofiled.
-
-    Also the unprofiled wall of the same batches (run again afterwards, best of the two passes per batch).
-    """
+    """Per-batch median ms per category over `batches` (each profiled alone), after `warm` (unprofiled,
+    plus one profiled run that is discarded: the profiler's own first-use cost). Medians, because a burst
+    of load from another process inflates one batch, not all; also the unprofiled wall of the same
+    batches (run again afterwards)."""
     for batch in warm:
         backend.run(batch)
-    totals: dict[str, float] = defaultdict(float)
-    wall = 0.0
+    per_batch: list[dict[str, float]] = []
+    walls: list[float] = []
     with _labelled(backend):
-        for batch in batches:
+        for index, batch in enumerate([*warm[-1:], *batches]):
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 started = time.perf_counter()
                 backend.run(batch)
                 elapsed = time.perf_counter() - started
-            wall += elapsed
-            ops = 0.0
+            if index == 0 and warm:
+                continue
+            totals: dict[str, float] = defaultdict(float)
             for event in prof.events():
-                category = _category(event) if event.name.startswith("aten::") else None
-                if category is not None:
-                    totals[category] += event.self_cpu_time_total / 1000
-                    ops += event.self_cpu_time_total / 1000
-            totals["python outside ops"] += elapsed * 1000 - ops
+                if event.name.startswith("aten::"):
+                    totals[_category(event)] += event.self_cpu_time_total / 1000
+            totals["python outside ops"] = elapsed * 1000 - sum(totals.values())
+            per_batch.append(totals)
+            walls.append(elapsed * 1000)
     unprofiled = []
     for batch in batches:
         started = time.perf_counter()
         backend.run(batch)
-        unprofiled.append(time.perf_counter() - started)
-    n = len(batches)
-    per_batch = {category: round(totals.get(category, 0.0) / n, 2) for category in CATEGORIES}
+        unprofiled.append((time.perf_counter() - started) * 1000)
     return {
-        "batches": n,
-        "items_per_batch": round(sum(len(_items(b)) for b in batches) / n, 1),
-        "ms": per_batch,
-        "wall_ms_profiled": round(wall * 1000 / n, 2),
-        "wall_ms_unprofiled": round(sum(unprofiled) * 1000 / n, 2),
+        "batches": len(batches),
+        "items_per_batch": round(sum(len(_items(b)) for b in batches) / len(batches), 1),
+        "ms": {c: round(statistics.median(t.get(c, 0.0) for t in per_batch), 2) for c in CATEGORIES},
+        "wall_ms_profiled": round(statistics.median(walls), 2),
+        "wall_ms_unprofiled": round(statistics.median(unprofiled), 2),
     }
 
 

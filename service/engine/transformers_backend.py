@@ -43,14 +43,18 @@ class TransformersBackend:
         share_prompts: bool = True,
         prefix_cache_bytes: int = 0,
         packed: bool = True,
+        attention_kernel: str | None = None,
+        row_multiple: int = 64,
     ) -> None:
+        """`attention_kernel`: None lets the decoder measure (`attention_probe`); `row_multiple`: see `packing`."""
         self._model = model
+        self._row_multiple = row_multiple
         self._device = torch.device(device)
         self._share_prompts = share_prompts and hasattr(model, "hidden_states")
         self._pad_id = int(model.pad_token_id if model.pad_token_id is not None else 0)
         self._prefix_cache = PrefixStateCache(prefix_cache_bytes) if self._share_prompts and prefix_cache_bytes else None
         self._decoder = (
-            PackedDecoder(model.model)
+            PackedDecoder(model.model, attention_kernel=attention_kernel)
             if packed and hasattr(model, "hidden_states") and unsupported_reason(model.model) is None
             else None
         )
@@ -106,6 +110,7 @@ class TransformersBackend:
             num_heads=self._decoder.num_heads,
             dtype=self._model.backbone_dtype,
             device=self._device,
+            row_multiple=self._row_multiple,
         )
         hidden, kept = self._decoder.forward(layout.packed)  # (R, H)
         reward_hidden = hidden.index_select(0, torch.tensor(layout.reward_readouts, device=self._device))

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from transformers.models.llama.modeling_llama import rotate_half
 
+from .attention_probe import choose_kernel
 from .packed_attention import AttentionBucket, attend
 
 __all__ = ["PackedDecoder", "PackedInput", "unsupported_reason"]
@@ -83,7 +84,8 @@ class PackedDecoder:
     """Runs `PackedInput`s through a supported transformers backbone (weights shared with it)."""
 
     def __init__(self, backbone: Any, *, attention_kernel: str | None = None) -> None:
-        """`attention_kernel`: see `packed_attention.attend`; by default `matmul` on CPUs, `sdpa` elsewhere."""
+        """`attention_kernel`: `matmul` or `sdpa` (see `packed_attention.attend`); by default chosen on the
+        first forward by `attention_probe.choose_kernel` (measured on CPUs, `sdpa` on accelerators)."""
         reason = unsupported_reason(backbone)
         if reason is not None:
             raise ValueError(f"the packed forward does not support this backbone: {reason}")
@@ -98,6 +100,12 @@ class PackedDecoder:
     def num_heads(self) -> int:
         return self._heads
 
+    def attention_kernel(self, device: torch.device, dtype: torch.dtype) -> str:
+        """The kernel forwards on `device` use: the one given, else the probe's choice (measured once)."""
+        if self._attention_kernel is None:
+            self._attention_kernel = choose_kernel(device, dtype, self._heads, self._kv_heads, self._head_dim)
+        return self._attention_kernel
+
     @torch.inference_mode()
     def forward(
         self, packed: PackedInput
@@ -111,7 +119,7 @@ class PackedDecoder:
         cos, sin = cos[0], sin[0]  # (T, head_dim)
         readout = packed.readout_rows
         kept: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in packed.keep]
-        kernel = self._attention_kernel or ("matmul" if x.device.type == "cpu" else "sdpa")
+        kernel = self.attention_kernel(x.device, x.dtype)
         layers = backbone.layers
         for index, layer in enumerate(layers):
             last = index == len(layers) - 1

@@ -32,7 +32,7 @@ def test_engine_bench_reports_packed_padded_and_grpo_rows(tmp_path: Path) -> Non
 
 
 def test_engine_profile_charges_every_op_to_a_category(tmp_path: Path) -> None:
-    """`--profile-only`: per-op breakdown of packed and padded batches; the categories add up to the wall."""
+    """`--profile-only`: per-op breakdown of packed and padded batches; the categories add up to ~the wall."""
     out = tmp_path / "profile.json"
     done = subprocess.run(
         [str(Path(sys.executable).with_name("paretorm")), "bench-engine", "--shape", "quick", "--device", "cpu",
@@ -46,6 +46,6 @@ def test_engine_profile_charges_every_op_to_a_category(tmp_path: Path) -> None:
     for name, entry in profile.items():
         ms = entry["ms"]
         assert ms["gemm"] > 0 and ms["norm"] > 0 and ms["rotary"] > 0, (name, ms)
-        assert abs(sum(ms.values()) - entry["wall_ms_profiled"]) < 0.05 * entry["wall_ms_profiled"] + 0.1
+        assert abs(sum(ms.values()) - entry["wall_ms_profiled"]) < 0.25 * entry["wall_ms_profiled"] + 0.5  # medians
     assert profile["packed 4"]["ms"]["layout"] > 0 and profile["padded 4"]["ms"]["layout"] == 0
     assert "| gemm |" in done.stderr  # the markdown table
