@@ -31,7 +31,8 @@ def test_modpo_reduces_exactly_to_dpo_when_the_other_weights_are_zero() -> None:
     got = modpo_logits(h_w, h_l, delta, torch.zeros(2), trained_weight=1.0, beta=0.1)
     assert torch.equal(got, dpo_logits(h_w, h_l, 0.1))
     # TRL's DPOTrainer "sigmoid" loss, -logsigmoid(beta * ((pi_w - ref_w) - (pi_l - ref_l))), by hand:
-    trl = sum(-math.log(1 / (1 + math.exp(-0.1 * (w - l)))) for w, l in zip([1.5, -0.2, 3.0], [0.5, 0.4, -1.0]))
+    sides = zip([1.5, -0.2, 3.0], [0.5, 0.4, -1.0], strict=True)
+    trl = sum(-math.log(1 / (1 + math.exp(-0.1 * (w - l)))) for w, l in sides)
     assert float(sigmoid_loss(got)) == pytest.approx(trl / 3, rel=1e-6)
     # no margin objectives at all (M = 0) is DPO too
     assert torch.equal(modpo_logits(h_w, h_l, torch.zeros(3, 0), torch.zeros(0), 1.0, 0.1), got)
