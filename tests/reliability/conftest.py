@@ -28,6 +28,7 @@ class SuiteRow:
     lost: int = 0
     max_rss_mb: float = 0.0
     examples: list[str] = field(default_factory=list)  # the first few failures, for the log
+    note: str = ""  # the suite's own figures (capacity, slopes, recovery time), printed under the table
 
 
 @dataclass
@@ -35,8 +36,9 @@ class Summary:
     rows: list[SuiteRow] = field(default_factory=list)
 
     def table(self) -> str:
-        lines = [f"{'suite':<36} {'cases':>7} {'failures':>9} {'lost':>5} {'max RSS MB':>11}"]
-        lines += [f"{r.suite:<36} {r.cases:>7} {r.failures:>9} {r.lost:>5} {r.max_rss_mb:>11.0f}" for r in self.rows]
+        lines = [f"{'suite':<44} {'cases':>7} {'failures':>9} {'lost':>5} {'max RSS MB':>11}"]
+        lines += [f"{r.suite:<44} {r.cases:>7} {r.failures:>9} {r.lost:>5} {r.max_rss_mb:>11.0f}" for r in self.rows]
+        lines += [f"{r.suite}: {r.note}" for r in self.rows if r.note]
         return "\n".join(lines)
 
 

@@ -31,8 +31,10 @@ class ServiceProcess:
         args: list[str] | None = None,
         env: Mapping[str, str] | None = None,
         log_path: Path | None = None,
+        launcher: list[str] | None = None,
     ) -> None:
         self.model_dir = model_dir
+        self.launcher = launcher or [PARETORM]  # e.g. [python, -m, a test module that wraps the CLI]
         self.port = port or free_port()
         self.args = args or []
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
@@ -44,7 +46,7 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait: bool = True, timeout_s: float = 90.0) -> ServiceProcess:
-        command = [PARETORM, "serve", "--port", str(self.port), *self.args]
+        command = [*self.launcher, "serve", "--port", str(self.port), *self.args]
         if self.model_dir is not None:
             command += ["--model", str(self.model_dir)]
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

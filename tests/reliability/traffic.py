@@ -1,0 +1,71 @@
+"""Shared helpers for the reliability suites: distinct items, concurrent posts, process figures.
+
+Items are distinct on purpose (their index is in the text): a score then identifies its item, so "every
+item answered exactly once, in order" is checkable by comparing each answer with that item's own
+reference score, and no result cache can answer for the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def item(i: int, tag: str = "") -> dict[str, str]:
+    return {"prompt": f"Question {tag}{i}: what is {i} plus {i}?", "response": f"It is {2 * i}, {tag}{i}."}
+
+
+def pairs(n: int, tag: str = "") -> tuple[list[str], list[str]]:
+    items = [item(i, tag) for i in range(n)]
+    return [x["prompt"] for x in items], [x["response"] for x in items]
+
+
+def close(a: list[float], b: list[float], tol: float = 1e-4) -> bool:
+    return all(abs(x - y) <= tol * max(1.0, abs(y)) for x, y in zip(a, b, strict=True))
+
+
+def enveloped(answer: httpx.Response) -> bool:
+    try:
+        body = answer.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and set(body) == {"error"} and set(body["error"]) == {"type", "message"}
+
+
+async def post_many(url: str, bodies: list[dict[str, Any]], headers: dict[str, str] | None = None,
+                    timeout_s: float = 120.0) -> list[httpx.Response | Exception]:
+    """POST every body to /v1/score at once (one connection each); an exception stands for a lost answer."""
+    limits = httpx.Limits(max_connections=len(bodies) + 8, max_keepalive_connections=len(bodies) + 8)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits, headers=headers) as client:
+        return await asyncio.gather(*(client.post("/v1/score", json=body) for body in bodies),
+                                    return_exceptions=True)
+
+
+def rss_mb(pid: int) -> float:
+    """Current resident set (VmRSS) in MB; 0 where /proc is not there."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def metric(url: str, name: str) -> float:
+    """One unlabelled sample from the service's /metrics (Prometheus text)."""
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
