@@ -51,8 +51,9 @@ class DrainingServer(uvicorn.Server):
 def serve(settings: ServiceSettings) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
+    # server_header=False: no `server: uvicorn` on every answer (it names the stack to a scanner, for nothing).
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)))
+                            timeout_graceful_shutdown=max(1, int(settings.drain_timeout_s)), server_header=False)
     server = DrainingServer(config, app.state, settings.drain_timeout_s)
     app.state.on_fatal = lambda: setattr(server, "should_exit", True)
     server.run()
