@@ -89,9 +89,11 @@ bench-gpu:
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
-# Reliability suites (issue 11): generated bad input (hypothesis) against every body route of a real service;
-# prints one table (suite, cases tried, failures, requests lost, the service's peak RSS) and writes it to
-# runs/reliability/summary.json. PARETORM_RELIABILITY_EXAMPLES sets the cases per route (default 1000).
+# Reliability suites (issue 11) against real services: generated bad input (hypothesis), faults, security,
+# overload (10x measured capacity, slow clients) and a soak with RSS/fd slopes. Prints one table (suite, cases,
+# failures, requests lost, the service's peak RSS) and writes runs/reliability/summary.json. Knobs:
+# PARETORM_RELIABILITY_EXAMPLES (cases per route, default 1000), PARETORM_RELIABILITY_BURST_S (default 30),
+# PARETORM_RELIABILITY_SLOW_S (default 20), PARETORM_RELIABILITY_SOAK_S (default 600: the run takes 10+ minutes).
 .PHONY: reliability
 reliability: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/reliability -m reliability $(PYTEST_ARGS)
