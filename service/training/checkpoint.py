@@ -4,7 +4,9 @@ Layout: ``OUT/checkpoints/step-000010/`` holding ``policy/`` (a HF causal-LM dir
 own; with LoRA only the peft adapter, whose base is the run's ``--policy``), ``trainer.pt`` (optimiser,
 scheduler, extra module states such as PAMA's value heads, torch RNG; read back with ``weights_only=True``: no pickle) and ``state.json`` (step, cursor, Python RNG, the reward
 model revision). A checkpoint is written to a staging folder and renamed into place, so a run killed while
-saving leaves the previous checkpoint intact; the newest complete one is what ``--resume`` reads.
+saving leaves the previous checkpoint intact; the newest complete one is what ``--resume`` reads. Under ``--fsdp``
+the layout is the same, written by rank 0 from whole states gathered off the shards (the optimiser's keyed
+by parameter name; `service.training.fsdp`), and read back by every rank.
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ def checkpoint_root(out: Path) -> Path:
 
 
 def save_checkpoint(
-    out: Path, step: int, policy: Policy, trainer: dict[str, Any], state: dict[str, Any]
+    out: Path, step: int, policy: Policy, trainer: dict[str, Any], state: dict[str, Any],
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
+    """``weights``: the policy's whole weights when they were gathered beforehand (FSDP), else read from it."""
     root = checkpoint_root(out)
     target = root / f"step-{step:06d}"
     staging = root / f".staging-{step:06d}"
     shutil.rmtree(staging, ignore_errors=True)
-    save_trainable(policy, staging / "policy")
+    save_trainable(policy, staging / "policy", weights)
     torch.save({**trainer, "torch_rng": torch.get_rng_state()}, staging / "trainer.pt")
     full_state = {**state, "step": step, "python_rng": _jsonable(random.getstate())}
     (staging / "state.json").write_text(json.dumps(full_state, indent=2, sort_keys=True) + "\n")

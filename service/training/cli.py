@@ -85,6 +85,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--lora-dropout", type=float, default=0.0, help="keep 0 for exact old log-probs (dropout changes them)")
     add("--lora-targets", type=lambda s: tuple(n for n in s.split(",") if n), default=("all-linear",),
         help="modules the adapter wraps, comma-separated (default all-linear: every linear layer but the LM head)")
+    add("--fsdp", action="store_true",
+        help="under torchrun: shard the policy over the ranks (FSDP2) instead of replicating it (DDP)")
 
 
 def _grpo(parser: argparse.ArgumentParser) -> None:
@@ -141,6 +143,10 @@ _ALGORITHMS = {
 }
 
 
+FSDP_ALGORITHMS = ("grpo",)
+"""Trainers whose steps run the same number of forwards on every rank (tested with --fsdp)."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="paretorm train", description="Train a policy on paretorm's rewards.")
     sub = parser.add_subparsers(dest="algorithm", required=True)
@@ -163,6 +169,10 @@ def parse(argv: Sequence[str]) -> tuple[str, RunConfig, Any]:
     if algorithm == "cgpo":  # the single task's K is --num-generations
         own["k"] = args["num_generations"]
     run, cfg = RunConfig(**args), config_class(**own)
+    if run.fsdp and algorithm not in FSDP_ALGORITHMS:
+        raise ConfigError(f"--fsdp is built and tested for {', '.join(FSDP_ALGORITHMS)} only; {algorithm}'s own "
+                          f"per-rank loops are not checked to run the same forwards on every rank (which FSDP "
+                          f"needs): run it data parallel, torchrun without --fsdp")  # fmt: skip
     if algorithm == "grpo" and cfg.combine == "weights" and not any(run.weights.values()):
         raise ConfigError("--combine weights (the default) needs --weights NAME=W,... with a non-zero weight")
     if isinstance(cfg, ModpoConfig | MaplConfig):

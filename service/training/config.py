@@ -8,6 +8,7 @@ Each algorithm adds its own dataclass (`GrpoConfig`, `PamaConfig`, `DpaConfig`);
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -83,6 +84,8 @@ class RunConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("all-linear",)
+    fsdp: bool = False
+    """Shard the policy over torchrun's ranks with FSDP2 instead of replicating it with DDP."""
 
     def __post_init__(self) -> None:
         self.prompts, self.out = Path(self.prompts), Path(self.out)
@@ -118,6 +121,23 @@ class RunConfig:
             raise ConfigError(f"--lora-dropout must be in [0, 1) (got {self.lora_dropout})")
         if not self.lora_targets:
             raise ConfigError("--lora-targets needs module names (e.g. q_proj,v_proj) or all-linear")
+        if self.fsdp:
+            self._check_fsdp()
+
+    def _check_fsdp(self) -> None:
+        """FSDP needs ranks to shard over, and the same number of forwards on each (every one gathers)."""
+        ranks = int(os.environ.get("WORLD_SIZE", "1"))
+        if ranks < 2:
+            raise ConfigError("--fsdp shards the policy over torchrun's processes: launch with torchrun "
+                              "--nproc-per-node N (N > 1) $(which paretorm) train ...; one process has nothing "
+                              "to shard over (drop --fsdp)")  # fmt: skip
+        if self.prompts_per_step % ranks:
+            raise ConfigError(f"--fsdp: --prompts-per-step {self.prompts_per_step} must be a multiple of the "
+                              f"{ranks} processes (every rank runs the same forwards, each gathers weights)")  # fmt: skip
+        if self.lora_rank:
+            raise ConfigError("--fsdp with --lora-rank is not built (the adapter merge for vLLM reads each "
+                              "base layer whole); LoRA alone keeps the trained state small: drop --fsdp, or "
+                              "train every weight sharded without --lora-rank")  # fmt: skip
 
     @property
     def lora(self) -> LoraSettings | None:

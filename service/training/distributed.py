@@ -4,7 +4,8 @@ Launched plainly (``paretorm train ...``) everything here is a no-op. Under ``to
 $(which paretorm) train ...`` the process group comes up from torchrun's environment (``gloo`` on CPU,
 ``nccl`` on CUDA), each rank takes every N-th prompt of the global batch (groups stay whole on one rank, so
 group normalisation needs no communication), `torch.nn.parallel.DistributedDataParallel` averages the
-gradients, and rank 0 alone writes metrics and checkpoints. Step metrics are averaged over ranks.
+gradients, and rank 0 alone writes metrics and checkpoints. Step metrics are averaged over ranks. With
+``--fsdp`` the same ranks shard the policy instead of replicating it (`service.training.fsdp`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    fsdp: bool = False
+    """Shard the policy (FSDP2) instead of replicating it (DDP)."""
+    device_type: str = "cpu"
 
     @property
     def is_main(self) -> bool:
@@ -37,10 +41,19 @@ class World:
         return items[self.rank :: self.size]
 
     def wrap(self, module: nn.Module) -> nn.Module:
+        """The module the optimiser trains: DDP around it, or (``--fsdp``) the module itself, sharded in place."""
         if not self.active:
             return module
+        if self.fsdp:
+            from service.training.fsdp import shard
+
+            return shard(module, self.device_type, self.size)
         device_ids = [self.local_rank] if next(module.parameters()).is_cuda else None
         return nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+
+    def wrap_frozen(self, module: nn.Module) -> nn.Module:
+        """A no-grad model (the reference): sharded like the policy under ``--fsdp``, else left whole."""
+        return self.wrap(module) if self.active and self.fsdp else module
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
         """Average scalar metrics over ranks (same keys on every rank)."""
@@ -64,7 +77,7 @@ class World:
             dist.barrier()
 
 
-def init_world(device: str) -> World:
+def init_world(device: str, fsdp: bool = False) -> World:
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return World()
@@ -73,7 +86,8 @@ def init_world(device: str) -> World:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.startswith("cuda"):
         torch.cuda.set_device(local)
-    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local)
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local, fsdp=fsdp,
+                 device_type="cuda" if device.startswith("cuda") else "cpu")  # fmt: skip
 
 
 def close_world(world: World) -> None:
@@ -82,9 +96,16 @@ def close_world(world: World) -> None:
 
 
 def weights_digest(module: nn.Module) -> str:
-    """sha256 of every parameter's bytes, in name order: equal on every rank after a DDP step."""
+    """sha256 of every parameter's bytes, in name order: equal on every rank after a DDP step.
+
+    Under FSDP each rank hashes the whole weights it gathers (a collective: call it on every rank), which
+    is what its rollout engine is sent.
+    """
+    from service.training.fsdp import whole
+
     h = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
+    state = module.state_dict()
+    for name in sorted(state):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        h.update(whole(state[name]).detach().cpu().contiguous().numpy().tobytes())  # one whole tensor at a time
     return h.hexdigest()

@@ -21,9 +21,16 @@ from torch import nn
 
 from clients import RewardClient
 from service.training.checkpoint import load_checkpoint, save_checkpoint
-from service.training.config import RunConfig
+from service.training.config import ConfigError, RunConfig
 from service.training.data import Messages, PromptCursor, PromptRow, read_prompts
 from service.training.distributed import World, weights_digest
+from service.training.fsdp import (
+    full_model_state,
+    full_optimizer_state,
+    load_full_optimizer_state,
+    local_parameters,
+    whole,
+)
 from service.training.metrics import MetricsLog, plot_metrics
 from service.training.policy import load_policy, load_trainable, resolve_policy_dir, save_policy
 from service.training.rewards import Rewards, RewardSource
@@ -53,7 +60,10 @@ class TrainerBase:
         self.source = source = resolve_policy_dir(run.policy, run.cache_dir)
         resumed = load_checkpoint(run.out) if run.resume else None
         self.start_step = resumed.step if resumed else 0
-        self.policy = load_trainable(source, resumed.policy_dir if resumed else None, run.device, run.lora, run.seed)
+        # under FSDP the whole model is read into host memory; sharding moves each rank's part to the device
+        self.load_device = "cpu" if world.fsdp else run.device
+        self.policy = load_trainable(source, resumed.policy_dir if resumed else None, self.load_device, run.lora,
+                                     run.seed)  # fmt: skip
         self.policy.model.train()
         self.reference = self._reference(source) if self.needs_reference else None
         self.extra = self.build_extra_modules()
@@ -86,7 +96,7 @@ class TrainerBase:
         engine = build_rollout(
             run.rollout, self.policy, dtype=run.rollout_dtype, seed=run.seed + self.world.rank,
             max_model_len=run.max_prompt_tokens + run.max_new_tokens + 8, sync_dir=run.out / ".rollout-weights",
-            tensor_parallel_size=run.rollout_tensor_parallel_size,
+            tensor_parallel_size=run.rollout_tensor_parallel_size, sharded_policy=self.world.fsdp,
         )  # fmt: skip
         engine.sync(self.policy)  # start and resume alike: the engine must sample from these weights
         return engine
@@ -136,18 +146,36 @@ class TrainerBase:
         return final
 
     def checkpoint(self, step: int) -> None:
+        weights, optimizer = self._whole_states()
         if self.world.is_main:
-            trainer = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            trainer = {"optimizer": optimizer, "scheduler": self.scheduler.state_dict(),
                        "extra": self.extra.state_dict()}  # fmt: skip
             state = {"cursor": self.cursor.state(), "algorithm": self.algorithm, "policy_source": self.run.policy,
-                     "reward_revision": self.rewards.revision}  # fmt: skip
-            save_checkpoint(self.run.out, step, self.policy, trainer, state)
+                     "reward_revision": self.rewards.revision, "fsdp": self.world.fsdp}  # fmt: skip
+            save_checkpoint(self.run.out, step, self.policy, trainer, state, weights)
         self.world.barrier()
+
+    def _whole_states(self) -> tuple[dict[str, torch.Tensor] | None, dict[str, Any]]:
+        """The policy's weights and the optimiser state as rank 0 writes them.
+
+        Plain and DDP runs read them from rank 0's own copy (``None``: from the policy). FSDP gathers the
+        shards on every rank (collectives) into rank 0's host memory; the optimiser state comes keyed by
+        parameter name, the form `load_full_optimizer_state` cuts back into shards.
+        """
+        if not self.world.fsdp:
+            return None, self.optimizer.state_dict()
+        return full_model_state(self.policy.model), full_optimizer_state(self.model, self.optimizer)
 
     def _restore(self, trainer: dict[str, Any], state: dict[str, Any]) -> None:
         if state.get("algorithm") != self.algorithm:
             raise ValueError(f"--resume: the checkpoint is a {state.get('algorithm')} run, not {self.algorithm}")
-        self.optimizer.load_state_dict(trainer["optimizer"])
+        if bool(state.get("fsdp", False)) != self.world.fsdp:
+            raise ConfigError(f"--resume: the checkpoint was written {'with' if state.get('fsdp') else 'without'} "
+                              f"--fsdp (its optimiser state is laid out for that); resume the same way")  # fmt: skip
+        if self.world.fsdp:
+            load_full_optimizer_state(self.model, self.optimizer, trainer["optimizer"])
+        else:
+            self.optimizer.load_state_dict(trainer["optimizer"])
         self.scheduler.load_state_dict(trainer["scheduler"])
         self.extra.load_state_dict(trainer["extra"])
         self.cursor.restore(state["cursor"])
@@ -155,12 +183,16 @@ class TrainerBase:
     def export(self) -> Path:
         final = self.run.out / "final"
         digests = self.world.gather(weights_digest(self.policy.model))  # equal on every rank under DDP
+        held = self.world.gather(str(local_parameters(self.policy.model)))  # FSDP: each rank about 1/N
+        weights = full_model_state(self.policy.model) if self.world.fsdp else None  # rank 0: whole, on CPU
         if self.world.is_main:
-            save_policy(self.policy, final)
+            save_policy(self.policy, final, state=weights)
+            parallel = "fsdp" if self.world.fsdp else "ddp" if self.world.active else "none"
             (final / "paretorm_training.json").write_text(json.dumps(
                 {"algorithm": self.algorithm, "steps": self.run.steps, "policy_source": self.run.policy,
                  "reward_revision": self.rewards.revision, "objectives": list(self.rewards.names),
-                 "world_size": self.world.size, "rank_weight_digests": digests}, indent=2))  # fmt: skip
+                 "world_size": self.world.size, "parallel": parallel, "rank_weight_digests": digests,
+                 "rank_local_parameters": [int(n) for n in held]}, indent=2))  # fmt: skip
             if self.run.plot:
                 plot_metrics(self.run.out / "metrics.jsonl", self.run.out / "rewards.png",
                              title=f"paretorm train {self.algorithm}")  # fmt: skip
@@ -168,9 +200,9 @@ class TrainerBase:
         return final
 
     def _reference(self, source: Path) -> nn.Module:
-        reference = load_policy(source, self.run.device).model
+        reference = load_policy(source, self.load_device).model
         reference.eval().requires_grad_(False)
-        return reference
+        return self.world.wrap_frozen(reference)
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -212,7 +244,7 @@ class TrainerBase:
         norm = torch.nn.utils.clip_grad_norm_(params, self.run.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+        return float(whole(norm))  # FSDP: a DTensor, the norm over every rank's shard
 
     def finish_update(self) -> float:
         """After the step's updates: schedule, and push the new weights to the rollout engine."""

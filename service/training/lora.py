@@ -78,12 +78,15 @@ def base_model(model: nn.Module) -> nn.Module:
 def plain_state(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` under the plain causal LM's names, with every adapter's delta added.
 
-    For a model without an adapter this is its ``state_dict``; with one, the ``.base_layer.`` level peft
-    inserts is dropped, ``lora_*`` tensors are left out, and each adapted weight comes out as
-    ``base + delta`` (a new tensor; the base is not touched).
+    For a model without an adapter this is its ``state_dict`` (FSDP shards gathered one tensor at a time:
+    every rank must walk it); with one, the ``.base_layer.`` level peft inserts is dropped, ``lora_*``
+    tensors are left out, and each adapted weight comes out as ``base + delta`` (a new tensor; the base is
+    not touched).
     """
     if not is_lora(model):
-        yield from model.state_dict().items()
+        from service.training.fsdp import full_state
+
+        yield from full_state(model)
         return
     base = model.get_base_model()
     deltas: dict[str, torch.Tensor] = {}

@@ -98,27 +98,31 @@ def load_trainable(
     return policy
 
 
-def save_policy(policy: Policy, out: Path, *, dtype: torch.dtype | None = None) -> Path:
+def save_policy(
+    policy: Policy, out: Path, *, dtype: torch.dtype | None = None, state: dict[str, torch.Tensor] | None = None
+) -> Path:
     """Write a directory `AutoModelForCausalLM.from_pretrained` loads: config, safetensors, tokenizer.
 
     A LoRA policy is written merged, with its adapter beside it in ``out/adapter/`` (for peft users).
+    ``state``: the whole weights already gathered (an FSDP policy's, on rank 0), written instead of the model's.
     """
     out.mkdir(parents=True, exist_ok=True)
     model: Any = policy.model
     if dtype is not None and dtype != next(model.parameters()).dtype:
-        policy.save_plain(out, {k: v.to(dtype) for k, v in policy.plain_state()})
+        pairs = state.items() if state is not None else policy.plain_state()
+        policy.save_plain(out, {k: v.to(dtype) for k, v in pairs})
     else:
-        policy.save_plain(out)
+        policy.save_plain(out, state)
     if is_lora(model):
         model.save_pretrained(str(out / "adapter"))
     policy.tokenizer.save_pretrained(str(out))
     return out
 
 
-def save_trainable(policy: Policy, out: Path) -> Path:
+def save_trainable(policy: Policy, out: Path, state: dict[str, torch.Tensor] | None = None) -> Path:
     """What a checkpoint needs to resume: the whole policy, or only the adapter (the base never changes)."""
     if not is_lora(policy.model):
-        return save_policy(policy, out)
+        return save_policy(policy, out, state=state)
     policy.model.save_pretrained(str(out))
     policy.tokenizer.save_pretrained(str(out))
     return out

@@ -10,7 +10,9 @@ Two engines behind one interface:
   CPU) take the tensors from memory (``weights_iterator``); a multiprocess engine (the GPU default) reads a
   safetensors directory the trainer writes (``weights_path``).
 - `GenerateRollout`: ``transformers.generate`` on the policy itself, for hosts without vLLM. Weight sync is
-  a no-op (it *is* the policy).
+  a no-op (it *is* the policy). An FSDP-sharded policy cannot generate on its own (each forward gathers
+  weights with the other ranks, and ranks stop sampling at different lengths), so the engine then holds an
+  unsharded copy, as vLLM does, and sync copies the gathered weights into it tensor by tensor.
 
 vLLM's sampling log-probs are not the trainer's (bf16 rollouts, other kernels): the trainer recomputes the
 old log-probs with the policy and logs the gap (``rollout/logprob_gap``) as the stale-weights detector.
@@ -67,13 +69,21 @@ class GenerateRollout:
 
     name = "generate"
 
-    def __init__(self, policy: Policy, batch_size: int = 64) -> None:
-        self.policy = policy
+    def __init__(self, policy: Policy, batch_size: int = 64, *, own_copy: bool = False) -> None:
+        self.own_copy = own_copy
+        self.policy = _unsharded_copy(policy) if own_copy else policy
         self.batch_size = batch_size
 
     def sync(self, policy: Policy) -> float:
-        self.policy = policy
-        return 0.0
+        if not self.own_copy:
+            self.policy = policy
+            return 0.0
+        started = time.perf_counter()
+        mine = self.policy.model.state_dict()  # views of the copy's parameters
+        with torch.no_grad():
+            for name, tensor in policy.plain_state():  # gathered one at a time, on every rank
+                mine[name].copy_(tensor)
+        return time.perf_counter() - started
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
@@ -169,6 +179,15 @@ class VllmRollout:
         return [[_completion(o) for o in request.outputs] for request in outputs]
 
 
+def _unsharded_copy(policy: Policy) -> Policy:
+    """A whole, frozen copy of the policy's architecture on its device; `GenerateRollout.sync` fills it."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(policy.path), dtype=torch.float32)
+    model.to(policy.model.device).eval().requires_grad_(False)
+    return Policy(model, policy.tokenizer, policy.path)
+
+
 def _completion(output: object) -> Completion:
     ids = tuple(int(t) for t in output.token_ids)  # type: ignore[attr-defined]
     logprobs = output.logprobs  # type: ignore[attr-defined]
@@ -181,14 +200,17 @@ def vllm_available() -> bool:
 
 
 def build_rollout(kind: str, policy: Policy, *, dtype: str, max_model_len: int, seed: int, sync_dir: Path,
-                  tensor_parallel_size: int = 1) -> RolloutEngine:  # fmt: skip
-    """``auto`` takes vLLM when it is installed, else ``transformers.generate`` (logged)."""
+                  tensor_parallel_size: int = 1, sharded_policy: bool = False) -> RolloutEngine:  # fmt: skip
+    """``auto`` takes vLLM when it is installed, else ``transformers.generate`` (logged).
+
+    ``sharded_policy`` (FSDP): the generate engine samples from its own whole copy, not the policy.
+    """
     if kind == "auto":
         kind = "vllm" if vllm_available() else "generate"
         if kind == "generate":
             logger.warning("vllm is not installed: rolling out with transformers.generate (slower)")
     if kind == "generate":
-        return GenerateRollout(policy)
+        return GenerateRollout(policy, own_copy=sharded_policy)
     if not vllm_available():
         raise RuntimeError("--rollout vllm needs vLLM: pip install 'paretorm[trainer]' (or [trainer-cpu] on CPU)")
     return VllmRollout(

@@ -40,7 +40,7 @@ def build_trainer(algorithm: str, run: RunConfig, cfg: Any, world: Any) -> Train
 
 
 def run_training(algorithm: str, run: RunConfig, cfg: Any) -> int:
-    world = init_world(run.device)
+    world = init_world(run.device, fsdp=run.fsdp)
     try:
         final = build_trainer(algorithm, run, cfg, world).train()
     except (ConfigError, RewardStop) as error:
