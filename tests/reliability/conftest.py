@@ -61,17 +61,20 @@ def summary() -> Summary:
     return _SUMMARY
 
 
+# Small limits, so every limit is reachable by generated input.
+TARGET_ARGS = ["--max-input-tokens", "256", "--max-items-per-request", "64", "--max-body-bytes", "65536",
+               "--max-batch-tokens", "4096", "--judge-timeout-s", "2"]
+
+
+def target_process(model_dir: Path, log_dir: Path, *extra: str) -> ServiceProcess:
+    """The tiny ArmoRM with auth on and TARGET_ARGS (plus `extra`)."""
+    return ServiceProcess(model_dir, args=[*TARGET_ARGS, *extra], env={"PARETORM_API_KEYS": API_KEY},
+                          log_path=log_dir / "serve.log")
+
+
 @pytest.fixture(scope="session")
 def target(tiny_armorm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    """The tiny ArmoRM with auth on and small limits, so every limit is reachable by generated input."""
-    process = ServiceProcess(
-        tiny_armorm_dir,
-        args=["--max-input-tokens", "256", "--max-items-per-request", "64", "--max-body-bytes", "65536",
-              "--max-batch-tokens", "4096", "--judge-timeout-s", "2"],
-        env={"PARETORM_API_KEYS": API_KEY},
-        log_path=tmp_path_factory.mktemp("reliability-log") / "serve.log",
-    )
-    with process:
+    with target_process(tiny_armorm_dir, tmp_path_factory.mktemp("reliability-log")) as process:
         yield process
 
 
