@@ -117,6 +117,7 @@ def test_fsdp_steps_match_ddp_with_the_same_seeds(runs: Runs) -> None:
     assert not all(torch.equal(a[k], load_policy(runs.policy).model.state_dict()[k]) for k in a)
 
 
+@pytest.mark.second_stage  # ~55 s; GRPO's kill-and-resume is proven in the default run
 @torchrun_test
 def test_fsdp_killed_after_a_checkpoint_resumes_exactly(runs: Runs) -> None:
     straight = runs.get("fsdp", "--fsdp")
