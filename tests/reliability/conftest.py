@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.service_process import ServiceProcess
+from tests.reliability.traffic import status_mb
 
 API_KEY = "reliability-key"
 SUMMARY_PATH = Path("runs/reliability/summary.json")
@@ -46,14 +47,8 @@ _SUMMARY = Summary()
 
 
 def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set (VmHWM) in MB; 0 where /proc is not there."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    """The process's peak resident set (VmHWM) in MB."""
+    return status_mb(pid, "VmHWM")
 
 
 @pytest.fixture(scope="session")

@@ -45,15 +45,20 @@ async def post_many(url: str, bodies: list[dict[str, Any]], headers: dict[str, s
                                     return_exceptions=True)
 
 
-def rss_mb(pid: int) -> float:
-    """Current resident set (VmRSS) in MB; 0 where /proc is not there."""
+def status_mb(pid: int, field: str) -> float:
+    """A kB field of /proc/<pid>/status (VmRSS, VmHWM, ...) in MB; 0 where /proc is not there."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    """Current resident set (VmRSS) in MB."""
+    return status_mb(pid, "VmRSS")
 
 
 def open_fds(pid: int) -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.service_process import ServiceProcess
 from tests.training.conftest import PROMPTS
-from tests.training.train_process import kill, metrics, run_train, start_train, train_command, wait_for
+from tests.training.train_process import metrics, straight_and_resumed, train_command
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 TASKS = {
@@ -47,15 +47,8 @@ def test_cgpo_three_tasks_killed_and_resumed_continues_exactly(
 ) -> None:
     tasks, prompts = _inputs(tmp_path)
     extra = (*ARGS, "--tasks", str(tasks))
-    straight = tmp_path / "straight"
-    run_train(train_command("cgpo", straight, tiny_policy_dir, prompts, reward_service.url, *extra))
-
-    interrupted = tmp_path / "interrupted"
-    command = train_command("cgpo", interrupted, tiny_policy_dir, prompts, reward_service.url, *extra)
-    process = start_train(command, tmp_path / "first.log")
-    wait_for(interrupted / "checkpoints" / "step-000002" / "state.json", process)
-    kill(process)
-    run_train([*command, "--resume"])
+    straight, interrupted = straight_and_resumed(
+        tmp_path, lambda out: train_command("cgpo", out, tiny_policy_dir, prompts, reward_service.url, *extra))
 
     expected, got = metrics(straight), metrics(interrupted)
     assert [r["step"] for r in got] == [1, 2, 3]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.service_process import ServiceProcess
-from tests.training.train_process import kill, metrics, run_train, start_train, train_command, wait_for
+from tests.training.train_process import metrics, run_train, straight_and_resumed, train_command
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(900)]
 GRPO = ("--steps", "4", "--save-every", "2", "--learning-rate", "1e-3", "--rule-reward", "length:16:0:1",
@@ -28,15 +28,8 @@ def _numbers(record: dict) -> dict[str, float]:
 def test_grpo_killed_and_resumed_continues_exactly(
     tmp_path: Path, tiny_policy_dir: Path, prompts_file: Path, reward_service: ServiceProcess
 ) -> None:
-    straight = tmp_path / "straight"
-    run_train(train_command("grpo", straight, tiny_policy_dir, prompts_file, reward_service.url, *GRPO))
-
-    interrupted = tmp_path / "interrupted"
-    command = train_command("grpo", interrupted, tiny_policy_dir, prompts_file, reward_service.url, *GRPO)
-    process = start_train(command, tmp_path / "first.log")
-    wait_for(interrupted / "checkpoints" / "step-000002" / "state.json", process)
-    kill(process)
-    run_train([*command, "--resume"])
+    straight, interrupted = straight_and_resumed(
+        tmp_path, lambda out: train_command("grpo", out, tiny_policy_dir, prompts_file, reward_service.url, *GRPO))
 
     expected, got = metrics(straight), metrics(interrupted)
     assert [r["step"] for r in got] == [1, 2, 3, 4]  # contiguous, none twice

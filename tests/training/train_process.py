@@ -45,6 +45,21 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=30)
 
 
+def straight_and_resumed(root: Path, command_for: Any, checkpoint_step: int = 2) -> tuple[Path, Path]:
+    """One uninterrupted run, and one SIGKILLed once its step-N checkpoint exists and then `--resume`d.
+
+    `command_for(out)` builds the trainer command for a run directory; returns (straight, interrupted).
+    """
+    straight, interrupted = root / "straight", root / "interrupted"
+    run_train(command_for(straight))
+    command = command_for(interrupted)
+    process = start_train(command, root / "first.log")
+    wait_for(interrupted / "checkpoints" / f"step-{checkpoint_step:06d}" / "state.json", process)
+    kill(process)
+    run_train([*command, "--resume"])
+    return straight, interrupted
+
+
 def metrics(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
