@@ -89,15 +89,16 @@ class CgpoTrainer(TrainerBase):
     # -- one step -----------------------------------------------------------------------------------
 
     def train_step(self, step: int, rows: list[PromptRow]) -> dict[str, Any]:
-        record: dict[str, Any] = {"rollout_s": 0.0, "tokens_generated": 0.0}
+        summed = ("rollout_s", "tokens_generated", "feedback_s", "forward_s")  # over the tasks
+        record: dict[str, Any] = dict.fromkeys(summed, 0.0)
         losses, totals = [], {"samples": 0, "feasible": 0, "calibrated": 0.0}
         for t, task in enumerate(self.cfg.tasks):
             task_rows = [row for row in rows if self.task_of[id(row)] is task]
             if not task_rows:
                 continue
             part, loss, sums = self._task_step(task, task_rows, self.step_seed(step) + 7919 * t)
-            record["rollout_s"] += part.pop("rollout_s")
-            record["tokens_generated"] += part.pop("tokens_generated")
+            for key in summed:
+                record[key] += part.pop(key)
             record.update(part)
             totals = {key: totals[key] + sums[key] for key in totals}
             if loss is not None:
@@ -123,8 +124,10 @@ class CgpoTrainer(TrainerBase):
         prompts = [row.as_messages() for row in rows]
         texts = [[c.text for c in group] for group in completions]
         baselines = [self.baseline[id(row)] for row in rows]
+        asked = time.perf_counter()
         scored = self.feedback.score(task, prompts, texts, baselines)
         verdicts = self.feedback.judge(task, prompts, texts, scored.rewards)  # [B, K, J]
+        answered = time.perf_counter()
         batch = self.flat_batch(prompt_ids, completions)
         temperature = self.run.temperature
         ref = sequence_logprob(
@@ -143,7 +146,9 @@ class CgpoTrainer(TrainerBase):
             samples.kl = sequence_logprob(now, batch.completion_mask) - ref
             loss, extra = self._crraft(samples) if task.optimizer == "crraft" else self._codpo(samples)
         metrics = {**_judge_metrics(task, verdicts), **_task_metrics(task, samples), **extra,
-                   "rollout_s": timing["rollout_s"], "tokens_generated": timing["tokens_generated"]}  # fmt: skip
+                   "rollout_s": timing["rollout_s"], "tokens_generated": timing["tokens_generated"],
+                   "feedback_s": answered - asked,  # the service's scores and judges
+                   "forward_s": time.perf_counter() - answered}  # reference + policy forwards, the loss  # fmt: skip
         if loss is not None:
             metrics[f"cgpo/{task.name}/loss"] = float(loss.detach())
         sums = {"samples": verdicts.shape[0] * verdicts.shape[1], "feasible": float(verdicts.all(-1).sum()),
