@@ -23,6 +23,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "packed sdpa": {"attention_kernel": "sdpa", "row_multiple": 1},
     "packed sdpa + rows64": {"attention_kernel": "sdpa", "row_multiple": 64},
     "packed default (probe + rows64)": {},
+    "packed matmul + rows64 + compile": {"attention_kernel": "matmul", "compile_layers": True},
+    "packed sdpa + rows64 + compile": {"attention_kernel": "sdpa", "compile_layers": True},
     "padded (transformers)": {"packed": False},
 }
 

@@ -45,8 +45,10 @@ class TransformersBackend:
         packed: bool = True,
         attention_kernel: str | None = None,
         row_multiple: int = 64,
+        compile_layers: bool = False,
     ) -> None:
-        """`attention_kernel`: None lets the decoder measure (`attention_probe`); `row_multiple`: see `packing`."""
+        """`attention_kernel`: None lets the decoder measure (`attention_probe`); `row_multiple`: see `packing`;
+        `compile_layers`: see `PackedDecoder`."""
         self._model = model
         self._row_multiple = row_multiple
         self._device = torch.device(device)
@@ -54,7 +56,7 @@ class TransformersBackend:
         self._pad_id = int(model.pad_token_id if model.pad_token_id is not None else 0)
         self._prefix_cache = PrefixStateCache(prefix_cache_bytes) if self._share_prompts and prefix_cache_bytes else None
         self._decoder = (
-            PackedDecoder(model.model, attention_kernel=attention_kernel)
+            PackedDecoder(model.model, attention_kernel=attention_kernel, compile_layers=compile_layers)
             if packed and hasattr(model, "hidden_states") and unsupported_reason(model.model) is None
             else None
         )

@@ -80,12 +80,39 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return (x * cos) + (rotate_half(x) * sin)
 
 
+# The token-wise work of a layer, cut at attention: what `compile_layers` hands to torch.compile. The
+# layer is an argument (its weights are graph inputs), so one compiled graph serves every layer.
+def _keys_values(
+    layer: Any, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Normed states (T, H), rotated keys and values (T, kv_heads, head_dim)."""
+    attention = layer.self_attn
+    h = layer.input_layernorm(x)
+    keys = _rotate(attention.k_proj(h).unflatten(-1, (-1, head_dim)), cos, sin)
+    return h, keys, attention.v_proj(h).unflatten(-1, (-1, head_dim))
+
+
+def _query(layer: Any, h: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Rotated queries (Tq, heads, head_dim) of the normed states `h`."""
+    return _rotate(layer.self_attn.q_proj(h).unflatten(-1, (-1, head_dim)), cos, sin)
+
+
+def _finish(layer: Any, residual: torch.Tensor, mixed: torch.Tensor) -> torch.Tensor:
+    """The layer's output (Tq, H): output projection and residual, then the MLP block."""
+    x = residual + layer.self_attn.o_proj(mixed.flatten(1))
+    return x + layer.mlp(layer.post_attention_layernorm(x))
+
+
 class PackedDecoder:
     """Runs `PackedInput`s through a supported transformers backbone (weights shared with it)."""
 
-    def __init__(self, backbone: Any, *, attention_kernel: str | None = None) -> None:
+    def __init__(
+        self, backbone: Any, *, attention_kernel: str | None = None, compile_layers: bool = False
+    ) -> None:
         """`attention_kernel`: `matmul` or `sdpa` (see `packed_attention.attend`); by default chosen on the
-        first forward by `attention_probe.choose_kernel` (measured on CPUs, `sdpa` on accelerators)."""
+        first forward by `attention_probe.choose_kernel` (measured on CPUs, `sdpa` on accelerators).
+        `compile_layers`: run each layer's token-wise work through `torch.compile(dynamic=True)` (one
+        graph per stage for all layers and row counts; attention stays eager); compiled on first use."""
         reason = unsupported_reason(backbone)
         if reason is not None:
             raise ValueError(f"the packed forward does not support this backbone: {reason}")
@@ -95,6 +122,11 @@ class PackedDecoder:
         self._kv_heads = int(config.num_key_value_heads or config.num_attention_heads)
         self._head_dim = int(backbone.layers[0].self_attn.head_dim)
         self._attention_kernel = attention_kernel
+        stages = (_keys_values, _query, _finish)
+        if compile_layers:
+            stages = tuple(torch.compile(stage, dynamic=True) for stage in stages)
+        self._stages = stages
+        self.compiled = compile_layers
 
     @property
     def num_heads(self) -> int:
@@ -121,12 +153,10 @@ class PackedDecoder:
         kept: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in packed.keep]
         kernel = self.attention_kernel(x.device, x.dtype)
         layers = backbone.layers
+        keys_values, query_of, finish = self._stages
         for index, layer in enumerate(layers):
             last = index == len(layers) - 1
-            attention = layer.self_attn
-            h = layer.input_layernorm(x)
-            keys = _rotate(attention.k_proj(h).view(rows, self._kv_heads, self._head_dim), cos, sin)
-            values = attention.v_proj(h).view(rows, self._kv_heads, self._head_dim)
+            h, keys, values = keys_values(layer, x, cos, sin, self._head_dim)
             for slot, kept_rows in enumerate(packed.keep):
                 kept[slot].append(
                     (keys.index_select(0, kept_rows).transpose(0, 1)[None],
@@ -141,8 +171,7 @@ class PackedDecoder:
                 buckets = packed.readout_buckets
             else:
                 residual, q_cos, q_sin, buckets = x, cos, sin, packed.buckets
-            query = _rotate(attention.q_proj(h).view(h.shape[0], self._heads, self._head_dim), q_cos, q_sin)
-            mixed = attend(query, keys, values, buckets, attention.scaling, kernel=kernel)
-            x = residual + attention.o_proj(mixed.reshape(h.shape[0], self._heads * self._head_dim))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            query = query_of(layer, h, q_cos, q_sin, self._head_dim)
+            mixed = attend(query, keys, values, buckets, layer.self_attn.scaling, kernel=kernel)
+            x = finish(layer, residual, mixed)
         return backbone.norm(x), kept

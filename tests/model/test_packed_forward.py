@@ -141,3 +141,39 @@ def test_backbones_the_packed_forward_cannot_reproduce_are_named() -> None:
     assert "model_type 'gpt2'" in str(unsupported_reason(gpt2))
     with pytest.raises(ValueError, match="does not support this backbone"):
         PackedDecoder(gpt2)
+
+
+def _causal_input(ids: list[torch.Tensor]) -> PackedInput:
+    """Each row its own causal sequence; the last token of each is read out."""
+    cpu, starts, sequences = torch.device("cpu"), [], []
+    for row in ids:
+        start = sum(len(previous) for previous in ids[: len(starts)])
+        starts.append(start)
+        span, positions = list(range(start, start + len(row))), list(range(len(row)))
+        sequences.append(AttentionSequence(span, positions, span, positions))
+    readout_sequences = [
+        AttentionSequence([j], [len(row) - 1], list(s.key_rows), list(s.key_positions))
+        for j, (row, s) in enumerate(zip(ids, sequences, strict=True))
+    ]
+    return PackedInput(
+        input_ids=torch.cat(ids),
+        positions=torch.cat([torch.arange(len(row)) for row in ids]),
+        buckets=plan_attention(sequences, num_heads=HEADS, dtype=torch.float32, device=cpu),
+        readout_rows=torch.tensor([s + len(row) - 1 for s, row in zip(starts, ids, strict=True)]),
+        readout_buckets=plan_attention(readout_sequences, num_heads=HEADS, dtype=torch.float32, device=cpu),
+    )
+
+
+def test_compiled_layers_equal_eager_and_compile_once_for_all_layers_and_row_counts() -> None:
+    from torch._dynamo.utils import counters
+
+    backbone = _backbone(LlamaConfig)
+    eager = PackedDecoder(backbone, attention_kernel="matmul")
+    compiled = PackedDecoder(backbone, attention_kernel="matmul", compile_layers=True)
+    counters.clear()
+    for lengths in ([9, 140, 33], [70, 5], [12, 44, 81, 3]):  # new row and readout counts every call
+        packed = _causal_input([torch.randint(0, 300, (n,)) for n in lengths])
+        expected, _ = eager.forward(packed)
+        hidden, _ = compiled.forward(packed)
+        torch.testing.assert_close(hidden, expected, atol=1e-5, rtol=0)
+    assert counters["stats"]["unique_graphs"] == 3  # keys/values, query, finish: one graph each, 3 layers
