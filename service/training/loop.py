@@ -237,9 +237,10 @@ class TrainerBase:
         flat = [list(c.token_ids) for group in completions for c in group]
         return build_batch(prompts, flat, int(self.policy.tokenizer.pad_token_id)).to(self.run.device)
 
-    def optimizer_step(self, loss: torch.Tensor) -> float:
-        """Backward, clip, step, zero; returns the gradient norm before clipping."""
-        loss.backward()
+    def optimizer_step(self, loss: torch.Tensor | None) -> float:
+        """Backward (``None``: the gradients are already accumulated), clip, step, zero; the norm before clipping."""
+        if loss is not None:
+            loss.backward()
         params = [p for p in self.model.parameters() if p.requires_grad]
         norm = torch.nn.utils.clip_grad_norm_(params, self.run.max_grad_norm or float("inf"))
         self.optimizer.step()

@@ -11,9 +11,12 @@ pair; ``--prompts-per-step`` examples per step, each with every pair built from 
   margin under ``prompt_more`` (where the rejected response violates more instructions) should exceed the
   margin under ``prompt_fewer``: ``-log sigma(m_more - m_fewer)``. Off unless ``--inter-weight`` > 0.
 
-``L = L_DPO + intra_weight L_intra + inter_weight L_inter`` [our reading of how they combine]. The first
-two terms are `service.preference.losses.preference_loss_with_intra`, the very function ``paretorm fit``
-minimises for the gating network (score margins there, implicit-reward margins here).
+``L = L_DPO + intra_weight L_intra + inter_weight L_inter`` [our reading of how they combine]: the first
+two terms are `service.preference.losses.preference_loss_with_intra`, the loss ``paretorm fit`` minimises
+for the gating network (score margins there, implicit-reward margins here), each a mean of
+`preference_loss` over its pairs. A step's examples carry 10 sequences each at two instructions, so the
+step runs in micro-batches of whole examples (`OfflineTrainer.accumulate`) and each adds its share of
+those means (`loss_share`).
 
 ``--eval-pairs`` (a held-out augmented file): the implicit-reward accuracy of each kind (``margin > 0``;
 ties count one half, so the untrained policy, whose margins are all 0, scores 0.5) before and after
@@ -30,7 +33,7 @@ from typing import Any
 import torch
 
 from service.preference.data import DataError, MaplExample, read_mapl
-from service.preference.losses import pair_accuracy, preference_loss, preference_loss_with_intra
+from service.preference.losses import pair_accuracy, preference_loss
 from service.training.config import ConfigError, RunConfig
 from service.training.distributed import World
 from service.training.offline import OfflineItem, OfflineTrainer, Turn, split_conversation
@@ -76,21 +79,38 @@ class MaplTrainer(OfflineTrainer):
 
     def train_step(self, step: int, rows: list[OfflineItem]) -> dict[str, Any]:
         started = time.perf_counter()
-        ratios = self.logratios("train", rows, self.reference_logps)
+        counts = self.kind_counts(rows)
+        loss, ratios = self.accumulate("train", rows, self.reference_logps,
+                                       lambda part, h: self.loss_share(self.margins(part, h), counts))  # fmt: skip
         m = self.margins(rows, ratios)
-        loss = preference_loss_with_intra(m["pairs"], m["intra"], self.cfg.intra_weight)
-        if self.cfg.inter_weight and m["inter"].numel():
-            loss = loss + self.cfg.inter_weight * preference_loss(m["inter"])
-        record: dict[str, Any] = {"loss": float(loss.detach()), "grad_norm": self.optimizer_step(loss)}
+        record: dict[str, Any] = {"loss": loss, "grad_norm": self.optimizer_step(None)}
         self.scheduler.step()
         record.update(self._pair_metrics(rows, ratios))
         for kind in KINDS:
-            margins = m[kind].detach()
+            margins = m[kind]
             record[f"{kind}/loss"] = float(preference_loss(margins)) if margins.numel() else float("nan")
             record[f"{kind}/accuracy"] = pair_accuracy(margins)
             record[f"{kind}/count"] = float(margins.numel())
         record["update_s"] = time.perf_counter() - started
         return record
+
+    def loss_share(self, m: dict[str, torch.Tensor], counts: dict[str, int]) -> torch.Tensor:
+        """A micro-batch's part of ``L_DPO + intra_weight L_intra + inter_weight L_inter`` over the whole step.
+
+        With every pair in one micro-batch this is `preference_loss_with_intra` (+ the inter term) exactly.
+        """
+        loss = self.share(preference_loss, m["pairs"], counts["pairs"])
+        if self.cfg.intra_weight and counts["intra"]:
+            loss = loss + self.cfg.intra_weight * self.share(preference_loss, m["intra"], counts["intra"])
+        if self.cfg.inter_weight and counts["inter"]:
+            loss = loss + self.cfg.inter_weight * self.share(preference_loss, m["inter"], counts["inter"])
+        return loss
+
+    @staticmethod
+    def kind_counts(rows: list[OfflineItem]) -> dict[str, int]:
+        """How many pairs of each kind ``rows`` hold (the denominators of the step's means)."""
+        return {"pairs": sum(len(r.data.pairs) for r in rows), "intra": sum(len(r.data.intra) for r in rows),
+                "inter": sum(len(r.data.inter) for r in rows)}  # fmt: skip
 
     def _pair_metrics(self, rows: list[OfflineItem], ratios: list[torch.Tensor]) -> dict[str, float]:
         sides = [h[: 2 * len(item.data.pairs)].view(-1, 2) for item, h in zip(rows, ratios, strict=True)]

@@ -99,13 +99,14 @@ class ModpoTrainer(OfflineTrainer):
 
     def train_step(self, step: int, rows: list[OfflineItem]) -> dict[str, Any]:
         started = time.perf_counter()
-        ratios = torch.stack(self.logratios("train", rows, self.reference_logps))  # [B, 2]
-        index = [item.index for item in rows]
-        delta = torch.as_tensor(self.margins[index, 0] - self.margins[index, 1], dtype=torch.float32)  # [B, M]
-        logits = modpo_logits(ratios[:, 0], ratios[:, 1], delta, self.margin_weights, self.trained_weight,
-                              self.cfg.beta)  # fmt: skip
-        loss = sigmoid_loss(logits)
-        record: dict[str, Any] = {"loss": float(loss.detach()), "grad_norm": self.optimizer_step(loss)}
+        def loss_of(part: list[OfflineItem], h: list[torch.Tensor]) -> torch.Tensor:
+            return self.share(sigmoid_loss, self._logits(part, h), len(rows))
+
+        loss, ratio_list = self.accumulate("train", rows, self.reference_logps, loss_of)
+        ratios = torch.stack(ratio_list)  # [B, 2]
+        delta = self._delta(rows)
+        logits = self._logits(rows, ratio_list)
+        record: dict[str, Any] = {"loss": loss, "grad_norm": self.optimizer_step(None)}
         self.scheduler.step()
         record.update(self.dpo_metrics(ratios[:, 0], ratios[:, 1], self.cfg.beta))
         record["modpo/margin_term"] = float((delta @ self.margin_weights).mean())
@@ -115,3 +116,14 @@ class ModpoTrainer(OfflineTrainer):
             record[f"modpo/margin_delta/{name}"] = float(delta[:, m].mean())
         record["update_s"] = time.perf_counter() - started
         return record
+
+    def _delta(self, rows: list[OfflineItem]) -> torch.Tensor:
+        """The margin rewards' differences ``r(y_w) - r(y_l)`` of ``rows``. [B, M]"""
+        index = [item.index for item in rows]
+        return torch.as_tensor(self.margins[index, 0] - self.margins[index, 1], dtype=torch.float32)
+
+    def _logits(self, rows: list[OfflineItem], ratios: list[torch.Tensor]) -> torch.Tensor:
+        """MODPO's logits of ``rows`` from their ``[h_w, h_l]`` ratios. [B]"""
+        h = torch.stack(ratios)  # [B, 2]
+        return modpo_logits(h[:, 0], h[:, 1], self._delta(rows), self.margin_weights, self.trained_weight,
+                            self.cfg.beta)  # fmt: skip

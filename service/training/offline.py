@@ -9,6 +9,14 @@ Every item is a fixed list of (prompt messages, response text) sequences. A resp
 without special tokens, cut to ``--max-response-tokens`` and closed with the end-of-turn token (what the
 chat template ends an assistant turn with), so the policy learns where an answer stops.
 
+A step's forward and backward run over micro-batches of whole items, at most ``--micro-batch-sequences``
+sequences each (an item with more runs alone), and the gradients accumulate: the with-gradient forward
+keeps every layer's activations for the backward, so its memory grows with the sequences in it. On
+SmolLM2-135M one sequence of ~230 tokens costs ~0.2 GB, and a MAPL step of 8 examples with two
+instructions each (10 sequences per example, 80 in all) went past 14 GB in one forward before this.
+Every loss here is a mean over pairs, so each micro-batch's loss is its share of the step's mean
+(`share`) and the accumulated gradient is the one-forward gradient.
+
 The reference is the initial policy (TRL's default). Its summed log-probs of every sequence are computed
 once, before the first update, and written to ``OUT/reference_logps.pt`` keyed by the data file, the
 policy source and the token limits: ``--resume`` (and every member of a MODPO sweep) reads them back and
@@ -21,7 +29,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,16 +127,58 @@ class OfflineTrainer(TrainerBase):
         ref = torch.cat([reference[item.index] for item in items]).to(sums)
         return list((sums - ref).split(counts))
 
+    def micro_batches(self, name: str, items: Sequence[OfflineItem]) -> Iterator[list[OfflineItem]]:
+        """Consecutive runs of whole ``items`` of at most ``--micro-batch-sequences`` sequences each.
+
+        An item is never split (its loss needs all its sequences at once): one with more sequences than
+        the budget is a micro-batch of its own.
+        """
+        budget, part, size = self.cfg.micro_batch_sequences, [], 0
+        for item in items:
+            n = len(self.encode(name, item))
+            if part and size + n > budget:
+                yield part
+                part, size = [], 0
+            part.append(item)
+            size += n
+        if part:
+            yield part
+
+    def accumulate(
+        self, name: str, rows: Sequence[OfflineItem], reference: list[torch.Tensor],
+        loss_of: Callable[[list[OfflineItem], list[torch.Tensor]], torch.Tensor],
+    ) -> tuple[float, list[torch.Tensor]]:
+        """Backward of the step's loss one micro-batch at a time; (the loss, every item's detached ratios).
+
+        ``loss_of(part, ratios)`` is the micro-batch's share of the step's loss (`share`), so the shares sum
+        to it and the gradients to its gradient. Under DDP only the last backward all-reduces (``no_sync``
+        before it), so ranks whose rows split into different numbers of micro-batches still meet once.
+        """
+        parts = list(self.micro_batches(name, rows))
+        no_sync = getattr(self.model, "no_sync", None)
+        total, ratios = 0.0, []
+        for i, part in enumerate(parts):
+            with no_sync() if no_sync is not None and i < len(parts) - 1 else nullcontext():
+                h = self.logratios(name, part, reference)
+                loss = loss_of(part, h)
+                loss.backward()
+            total += float(loss.detach())
+            ratios.extend(r.detach() for r in h)
+        return total, ratios
+
     @torch.no_grad()
     def sequence_logps(self, model: nn.Module, name: str, items: Sequence[OfflineItem]) -> list[torch.Tensor]:
-        """Per item, the summed log-prob of each of its sequences under ``model`` (no gradients). [n_i] each."""
+        """Per item, the summed log-prob of each of its sequences under ``model`` (no gradients). [n_i] each.
+
+        Micro-batches of whole items as in training, each padded to its own width.
+        """
         was_training = model.training
         model.eval()
         out: list[torch.Tensor] = []
-        for start in range(0, len(items), 8):
-            part = items[start : start + 8]
+        for part in self.micro_batches(name, items):
             batch, counts = self.batch(name, part)
-            out.extend(batched_logprobs(model, batch, 1.0).sum(-1).cpu().split(counts))
+            out.extend(batched_logprobs(model, batch, 1.0, chunk=self.cfg.micro_batch_sequences).sum(-1).cpu()
+                       .split(counts))  # fmt: skip
         model.train(was_training)
         return out
 
@@ -155,7 +206,15 @@ class OfflineTrainer(TrainerBase):
         self.world.barrier()
         return table
 
-    # -- metrics -----------------------------------------------------------------------------------
+    # -- losses and metrics ------------------------------------------------------------------------
+
+    @staticmethod
+    def share(loss: Callable[[torch.Tensor], torch.Tensor], values: torch.Tensor, total: int) -> torch.Tensor:
+        """A micro-batch's part of ``loss``, a mean over the step's ``total`` pairs: ``loss(values) n / total``.
+
+        No values: 0, still in the graph (as `preference_loss_with_intra` does for no pairs).
+        """
+        return loss(values) * (values.numel() / total) if values.numel() else values.sum()
 
     @staticmethod
     def dpo_metrics(chosen: torch.Tensor, rejected: torch.Tensor, beta: float) -> dict[str, float]:

@@ -22,6 +22,9 @@ def _names(text: str) -> tuple[str, ...]:
 def _offline_common(add: Callable[..., Any]) -> None:
     add("--beta", type=float, default=0.1, help="DPO's beta (KL strength to the reference = the initial policy)")
     add("--max-response-tokens", type=int, default=256, help="responses are cut to this many tokens")
+    add("--micro-batch-sequences", type=int, default=16, help="sequences per forward and backward; a step's "
+        "gradient accumulates over micro-batches of whole pairs/examples (memory grows with this, not with "
+        "--prompts-per-step)")
 
 
 def add_modpo_arguments(parser: argparse.ArgumentParser) -> None:

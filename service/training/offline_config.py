@@ -18,10 +18,17 @@ MIN_TRAINED_WEIGHT = 0.01
 """MODPO divides by ``w_k``; below this the loss is ~100x sharper than DPO's and training diverges."""
 
 
-def _common_checks(beta: float, max_response_tokens: int) -> None:
+MICRO_BATCH_SEQUENCES = 16
+"""Sequences per forward and backward (gradients accumulate over a step's micro-batches); see offline.py."""
+
+
+def _common_checks(beta: float, max_response_tokens: int, micro_batch_sequences: int) -> None:
     _positive("beta", beta)
     if not isinstance(max_response_tokens, int) or max_response_tokens < 1:
         raise ConfigError(f"--max-response-tokens must be an integer >= 1 (got {max_response_tokens!r})")
+    if not isinstance(micro_batch_sequences, int) or micro_batch_sequences < 1:
+        raise ConfigError(f"--micro-batch-sequences must be an integer >= 1 (got {micro_batch_sequences!r}); "
+                          f"{MICRO_BATCH_SEQUENCES} is the default")  # fmt: skip
 
 
 @dataclass
@@ -32,6 +39,7 @@ class ModpoConfig:
     """The objective the preference file ranks (its weight is ``w_k`` in ``--weights``)."""
     beta: float = 0.1
     max_response_tokens: int = 256
+    micro_batch_sequences: int = MICRO_BATCH_SEQUENCES
     sweep: tuple[float, ...] = ()
     """``w_k`` values: one model each, then the front over ``--eval-prompts`` (``OUT/front.json|png``)."""
     front_objectives: tuple[str, ...] = ()
@@ -41,7 +49,7 @@ class ModpoConfig:
     """Where the reference log-probs are cached (default ``OUT``; the sweep points its members at its own)."""
 
     def __post_init__(self) -> None:
-        _common_checks(self.beta, self.max_response_tokens)
+        _common_checks(self.beta, self.max_response_tokens, self.micro_batch_sequences)
         for w in self.sweep:
             if not math.isfinite(w) or not MIN_TRAINED_WEIGHT <= w <= 1:
                 raise ConfigError(f"--sweep {w}: each value is the trained objective's weight, in [{MIN_TRAINED_WEIGHT}, 1]")
@@ -84,11 +92,12 @@ class MaplConfig:
     inter_weight: float = 0.0
     """[our reading] weight of the inter-sample loss; 0 (off) by default, the paper's form is unknown."""
     max_response_tokens: int = 256
+    micro_batch_sequences: int = MICRO_BATCH_SEQUENCES
     eval_pairs: Path | None = None
     """A held-out augmented file: implicit-reward accuracy per kind before and after (``OUT/eval_pairs.jsonl``)."""
 
     def __post_init__(self) -> None:
-        _common_checks(self.beta, self.max_response_tokens)
+        _common_checks(self.beta, self.max_response_tokens, self.micro_batch_sequences)
         _positive("intra_weight", self.intra_weight, allow_zero=True)
         _positive("inter_weight", self.inter_weight, allow_zero=True)
         if self.eval_pairs is not None and not Path(self.eval_pairs).is_file():

@@ -163,3 +163,17 @@ def test_margin_cache_scores_each_pair_once_per_revision(tmp_path: Path) -> None
     MarginCache(path, "rev-2", ["len", "one"]).fill(pairs, scorer)
     assert scorer.pairs == 5  # another model revision: its rewards are not comparable, score again
     assert json.loads(path.read_text())["revision"] == "rev-2"
+
+
+def test_micro_batch_shares_sum_to_the_whole_step_loss_and_gradient() -> None:
+    """What gradient accumulation in `OfflineTrainer.accumulate` rests on: shares of a mean add up to it."""
+    from service.training.offline import OfflineTrainer
+
+    margins = torch.randn(11, requires_grad=True)
+    whole = preference_loss(margins)
+    (expected,) = torch.autograd.grad(whole, margins)
+    parts = [margins[:4], margins[4:5], margins[5:], margins[:0]]  # uneven, and one empty micro-batch
+    total = sum(OfflineTrainer.share(preference_loss, part, margins.numel()) for part in parts)
+    (accumulated,) = torch.autograd.grad(total, margins)
+    torch.testing.assert_close(total, whole)
+    torch.testing.assert_close(accumulated, expected)
