@@ -126,7 +126,6 @@ class PackedDecoder:
         if compile_layers:
             stages = tuple(torch.compile(stage, dynamic=True) for stage in stages)
         self._stages = stages
-        self.compiled = compile_layers
 
     @property
     def num_heads(self) -> int:
