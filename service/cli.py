@@ -26,6 +26,8 @@ _SERVE_FLAGS: dict[str, dict[str, object]] = {
     "max_batch_items": {"type": int, "help": "conversations per forward pass"},
     "max_queue_tokens": {"type": int, "help": "tokens allowed to wait; beyond: 429"},
     "batch_wait_ms": {"type": float, "help": "how long to wait for more requests to batch"},
+    "compile_forward": {"choices": ["auto", "on", "off"],
+                        "help": "torch.compile the packed forward at start-up (auto: on CPUs, eager if it fails)"},
     "prefix_cache_mb": {"type": float, "help": "memory for prompt states kept across batches (0 = off)"},
     "result_cache_items": {"type": int, "help": "scores kept for exact repeats of an input (0 = off)"},
     "api_keys": {"help": "comma-separated API keys; visible in `ps`: prefer PARETORM_API_KEYS or --api-keys-file"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,9 +116,36 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
         share_prompts=settings.share_prompts,
         prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20),
         packed=settings.packed,
+        compile_layers=compile_wanted(settings),
     )
+    compile_ahead(backend, settings)
     logger.info("transformers backend forward: %s", backend.forward)
     return backend
+
+
+def compile_wanted(settings: ServiceSettings) -> bool:
+    """`compile_forward`: `on`, `off`, or `auto` = on for CPUs (where it measured +18-28%, README levers)."""
+    if settings.compile_forward == "auto":
+        return torch.device(settings.device).type == "cpu"
+    return settings.compile_forward == "on"
+
+
+def compile_ahead(backend: TransformersBackend, settings: ServiceSettings) -> None:
+    """Compile before readiness so that no request pays for it; under `auto` a failure (no C++ compiler,
+    an inductor error) is logged and the forward stays eager, under `on` it stops the start-up."""
+    started = time.perf_counter()
+    try:
+        backend.compile_now()
+    except Exception as error:
+        if settings.compile_forward == "on":
+            raise RuntimeError(
+                f"compiling the packed forward failed: {error}. Start with --compile-forward auto (falls back "
+                "to the eager forward) or off, or install a C++ compiler (g++) for torch inductor"
+            ) from error
+        logger.warning("compiling the packed forward failed, so it runs eagerly (slower on CPUs): %s", error)
+        return
+    if "compiled" in backend.forward:
+        logger.info("compiled the packed forward in %.1f s", time.perf_counter() - started)
 
 
 def build_runtime(

@@ -72,6 +72,14 @@ class ServiceSettings(BaseSettings):
         description="Run Llama-family backbones as one packed forward (no padding, only read positions "
         "through the last layer); off = transformers' padded forward.",
     )
+    compile_forward: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="torch.compile of the packed forward's token-wise work (norms, projections, rotary, MLP; "
+        "attention stays eager), done at start-up before readiness (~20-40 s on 2 CPU cores; inductor caches "
+        "under TORCHINDUCTOR_CACHE_DIR, default /tmp). Needs a C++ compiler on CPUs. `auto`: on CPUs, falling "
+        "back to the eager forward with a warning if compiling fails; `on`: on any device, a failure stops "
+        "start-up; `off`: eager.",
+    )
     prefix_cache_mb: float = Field(
         default=256.0,
         ge=0,

@@ -6,10 +6,16 @@ check ``import clients`` leaves torch out of ``sys.modules`` stay meaningful.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+
+# Services started by tests (in-process and child processes, which inherit this) skip the start-up
+# torch.compile of the packed forward: ~20-40 s per start on 2 cores. The compiled path has its own tests
+# (tests/model/test_packed_forward.py, tests/service/test_compile_forward.py), which ask for it explicitly.
+os.environ.setdefault("PARETORM_COMPILE_FORWARD", "off")
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from service.bench.cli import positive_ints
+from service.bench.engine_levers import LEVERS
 
 DENSE_BF16_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0))
 
@@ -87,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-only", action="store_true", help="only the per-op breakdown (skip the timed rows)")
     p.add_argument("--levers", type=int, default=0, metavar="N",
                    help="also compare backend configurations (engine_levers) on N fresh batches of the first --batch")
+    p.add_argument("--lever", action="append", choices=list(LEVERS), metavar="NAME",
+                   help="only these engine_levers configurations (repeatable; the first is the baseline)")
     p.add_argument("--json", type=Path, help="write the result here")
     return p
 
@@ -135,7 +138,8 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
         from service.bench.engine_levers import compare_levers
 
         fresh = [_chat(rng, shape, args)[: args.batch[0]] for _ in range(args.levers + 2)]
-        result["levers"] = compare_levers(model, fresh[2:], fresh[:2], args.device, say=say)
+        chosen = {name: LEVERS[name] for name in args.lever} if args.lever else None
+        result["levers"] = compare_levers(model, fresh[2:], fresh[:2], args.device, chosen, say=say)
     if args.profile_only:
         return result
     rows = result["rows"]

@@ -23,7 +23,9 @@ LEVERS: dict[str, dict[str, Any]] = {
     "packed sdpa": {"attention_kernel": "sdpa", "row_multiple": 1},
     "packed sdpa + rows64": {"attention_kernel": "sdpa", "row_multiple": 64},
     "packed default (probe + rows64)": {},
+    "packed matmul + compile": {"attention_kernel": "matmul", "row_multiple": 1, "compile_layers": True},
     "packed matmul + rows64 + compile": {"attention_kernel": "matmul", "compile_layers": True},
+    "packed sdpa + compile": {"attention_kernel": "sdpa", "row_multiple": 1, "compile_layers": True},
     "packed sdpa + rows64 + compile": {"attention_kernel": "sdpa", "compile_layers": True},
     "padded (transformers)": {"packed": False},
 }

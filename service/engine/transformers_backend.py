@@ -46,9 +46,10 @@ class TransformersBackend:
         attention_kernel: str | None = None,
         row_multiple: int = 64,
         compile_layers: bool = False,
+        compile_backend: Any = "inductor",
     ) -> None:
         """`attention_kernel`: None lets the decoder measure (`attention_probe`); `row_multiple`: see `packing`;
-        `compile_layers`: see `PackedDecoder`."""
+        `compile_layers`, `compile_backend`: see `PackedDecoder` (ignored on the padded path)."""
         self._model = model
         self._row_multiple = row_multiple
         self._device = torch.device(device)
@@ -56,7 +57,10 @@ class TransformersBackend:
         self._pad_id = int(model.pad_token_id if model.pad_token_id is not None else 0)
         self._prefix_cache = PrefixStateCache(prefix_cache_bytes) if self._share_prompts and prefix_cache_bytes else None
         self._decoder = (
-            PackedDecoder(model.model, attention_kernel=attention_kernel, compile_layers=compile_layers)
+            PackedDecoder(
+                model.model, attention_kernel=attention_kernel, compile_layers=compile_layers,
+                compile_backend=compile_backend,
+            )
             if packed and hasattr(model, "hidden_states") and unsupported_reason(model.model) is None
             else None
         )
@@ -64,12 +68,18 @@ class TransformersBackend:
 
     @property
     def forward(self) -> str:
-        """`packed`, or `padded (<why>)`: shown in the model card and the start-up log."""
+        """`packed`, `packed (compiled)`, or `padded (<why>)`: shown in the model card and the start-up log."""
         if self._decoder is not None:
-            return "packed"
+            return "packed (compiled)" if self._decoder.compiled else "packed"
         if not hasattr(self._model, "hidden_states"):
             return "padded (sequence classifiers run their own transformers forward)"
         return f"padded ({unsupported_reason(self._model.model) or 'packing turned off with --no-packed'})"
+
+    def compile_now(self) -> None:
+        """Compile the packed forward ahead of traffic (see `PackedDecoder.compile_now`); a no-op when it is
+        not compiled. Raises what compiling raised, having gone back to the eager forward."""
+        if self._decoder is not None:
+            self._decoder.compile_now()
 
     @torch.inference_mode()
     def run(self, batch: Batch | Sequence[EncodedConversation]) -> ScoreRows:

@@ -103,16 +103,21 @@ def _finish(layer: Any, residual: torch.Tensor, mixed: torch.Tensor) -> torch.Te
     return x + layer.mlp(layer.post_attention_layernorm(x))
 
 
+_EAGER_STAGES = (_keys_values, _query, _finish)
+
+
 class PackedDecoder:
     """Runs `PackedInput`s through a supported transformers backbone (weights shared with it)."""
 
     def __init__(
-        self, backbone: Any, *, attention_kernel: str | None = None, compile_layers: bool = False
+        self, backbone: Any, *, attention_kernel: str | None = None, compile_layers: bool = False,
+        compile_backend: Any = "inductor",
     ) -> None:
         """`attention_kernel`: `matmul` or `sdpa` (see `packed_attention.attend`); by default chosen on the
         first forward by `attention_probe.choose_kernel` (measured on CPUs, `sdpa` on accelerators).
-        `compile_layers`: run each layer's token-wise work through `torch.compile(dynamic=True)` (one
-        graph per stage for all layers and row counts; attention stays eager); compiled on first use."""
+        `compile_layers`: run each layer's token-wise work through `torch.compile(dynamic=True)` with
+        `compile_backend` (one graph per stage for all layers and row counts; attention stays eager);
+        compiled on first use, or ahead of traffic by `compile_now`."""
         reason = unsupported_reason(backbone)
         if reason is not None:
             raise ValueError(f"the packed forward does not support this backbone: {reason}")
@@ -122,10 +127,39 @@ class PackedDecoder:
         self._kv_heads = int(config.num_key_value_heads or config.num_attention_heads)
         self._head_dim = int(backbone.layers[0].self_attn.head_dim)
         self._attention_kernel = attention_kernel
-        stages = (_keys_values, _query, _finish)
+        self._stages: tuple[Any, ...] = _EAGER_STAGES
         if compile_layers:
-            stages = tuple(torch.compile(stage, dynamic=True) for stage in stages)
-        self._stages = stages
+            self._stages = tuple(
+                torch.compile(stage, dynamic=True, backend=compile_backend) for stage in _EAGER_STAGES
+            )
+
+    @property
+    def compiled(self) -> bool:
+        return self._stages is not _EAGER_STAGES
+
+    @torch.inference_mode()
+    def compile_now(self) -> None:
+        """Compile every stage for every row count traffic brings, before traffic: a size-1 row count (one
+        readout row in the last layer) is its own graph under `dynamic=True`, so both 1 and 3 rows run
+        through every layer. On failure (no C++ compiler, an inductor error) the eager stages are restored
+        and the error is raised for the caller to report or refuse."""
+        if not self.compiled:
+            return
+        backbone = self._backbone
+        device = backbone.embed_tokens.weight.device
+        try:
+            for rows in (3, 1):
+                x = backbone.embed_tokens(torch.zeros(rows, dtype=torch.long, device=device))  # (rows, H)
+                cos, sin = backbone.rotary_emb(x[None], torch.arange(rows, device=device)[None])
+                cos, sin = cos[0], sin[0]
+                keys_values, query_of, finish = self._stages
+                for layer in backbone.layers:
+                    h, _, _ = keys_values(layer, x, cos, sin, self._head_dim)
+                    query = query_of(layer, h, cos, sin, self._head_dim)  # (rows, heads, head_dim)
+                    x = finish(layer, x, query)  # the query stands in for attention's output: same shape
+        except Exception:
+            self._stages = _EAGER_STAGES
+            raise
 
     @property
     def num_heads(self) -> int:
@@ -144,7 +178,6 @@ class PackedDecoder:
         """Final-norm states of the readout rows (R, H), and per kept range the per-layer keys/values in
         the layout transformers' cache uses, (1, kv_heads, rows, head_dim)."""
         backbone = self._backbone
-        rows = packed.input_ids.shape[0]
         x = backbone.embed_tokens(packed.input_ids)  # (T, H)
         cos, sin = backbone.rotary_emb(x[None], packed.positions[None])
         cos, sin = cos[0], sin[0]  # (T, head_dim)
