@@ -134,9 +134,13 @@ LABEL org.opencontainers.image.title="paretorm" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=default-model /opt/paretorm/default-model /opt/paretorm/default-model
+# PARETORM_COMPILE_FORWARD=off: torch inductor needs a C++ compiler, which this image leaves out (g++ and the
+# Python headers add ~200 MB); `auto` would try, fail and fall back with a warning on every start. An image that
+# adds g++ can set it to `auto` for the compiled forward (+18-28 % items/s on a 2-core AMD EPYC, README).
 ENV PARETORM_HOST=0.0.0.0 \
     PARETORM_PORT=8000 \
-    PARETORM_MODEL=/opt/paretorm/default-model
+    PARETORM_MODEL=/opt/paretorm/default-model \
+    PARETORM_COMPILE_FORWARD=off
 USER 10001:10001
 EXPOSE 8000
 # Liveness only (process up): the model may take minutes to load. Readiness is /health/ready.

@@ -116,18 +116,11 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
         share_prompts=settings.share_prompts,
         prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20),
         packed=settings.packed,
-        compile_layers=compile_wanted(settings),
+        compile_layers=settings.compile_wanted,
     )
     compile_ahead(backend, settings)
     logger.info("transformers backend forward: %s", backend.forward)
     return backend
-
-
-def compile_wanted(settings: ServiceSettings) -> bool:
-    """`compile_forward`: `on`, `off`, or `auto` = on for CPUs (where it measured +18-28%, README levers)."""
-    if settings.compile_forward == "auto":
-        return torch.device(settings.device).type == "cpu"
-    return settings.compile_forward == "on"
 
 
 def compile_ahead(backend: TransformersBackend, settings: ServiceSettings) -> None:

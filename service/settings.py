@@ -110,6 +110,14 @@ class ServiceSettings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
+    @property
+    def compile_wanted(self) -> bool:
+        """Whether backbones are compiled: `compile_forward` on, or `auto` on a CPU (where the packed forward
+        measured +18-28 % compiled, and vLLM's CPU engine runs its inductor graphs instead of eager ops)."""
+        if self.compile_forward == "auto":
+            return self.device.split(":")[0] == "cpu"
+        return self.compile_forward == "on"
+
     @field_validator("model")
     @classmethod
     def _model_dir_exists(cls, value: Path | None) -> Path | None:

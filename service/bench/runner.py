@@ -30,6 +30,7 @@ from service.bench.scenarios_http import latency_points, throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
 from service.bench.workload import WorkloadSource, conversation, flatten_groups, rendered_texts
 from service.scoring.encoding import EncodingPolicy
+from service.settings import ServiceSettings
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ def _run(
     backend: ChildServer | None = None  # the service with --backend vllm
     if vllm_reason is None:
         seqcls = export_sequence_classifier(model_dir, work / "vllm-seqcls")
-        vllm = children.add(servers.vllm_server(seqcls, cfg.dtype, logs=logs))
+        compiled = ServiceSettings().compile_wanted  # as the paretorm children will decide from the environment
+        vllm = children.add(servers.vllm_server(seqcls, cfg.dtype, logs=logs, compiled=compiled))
         backend = children.add(
             servers.paretorm_vllm_backend_server(model_dir, cfg.dtype, logs=logs, cache_dir=work)
         )
@@ -377,6 +379,8 @@ def _meta(
             "max_batch_tokens": settings.max_batch_tokens,
             "max_batch_items": settings.max_batch_items,
             "batch_wait_ms": settings.batch_wait_ms,
+            "compile_forward": settings.compile_forward,
+            "compiled": settings.compile_wanted,  # also vLLM's: --enforce-eager only where this is false
         },
         "service_env": MALLOC_ENV,
         "bench_process_malloc_tuned": tuned,

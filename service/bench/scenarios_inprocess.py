@@ -30,7 +30,7 @@ from service.engine.transformers_backend import TransformersBackend
 from service.engine.types import Batch, EncodedConversation, ScoreRows, ScoringBackend
 from service.model.loading import LoadedRewardModel, load_reward_model
 from service.objectives.pama import pama_combine
-from service.runtime import Runtime, build_runtime, compile_ahead, compile_wanted
+from service.runtime import Runtime, build_runtime, compile_ahead
 from service.scoring.encoding import ChatEncoder, EncodingPolicy
 from service.settings import ServiceSettings
 
@@ -72,7 +72,7 @@ def make_runtime(
 ) -> Runtime:
     settings = ServiceSettings(dtype=dtype, share_prompts=share_prompts, packed=packed)  # type: ignore[arg-type]
     transformers = TransformersBackend(
-        loaded.model, share_prompts=share_prompts, packed=packed, compile_layers=compile_wanted(settings)
+        loaded.model, share_prompts=share_prompts, packed=packed, compile_layers=settings.compile_wanted
     )
     compile_ahead(transformers, settings)  # as the service does, so HTTP / in-process compares like with like
     backend: ScoringBackend = transformers

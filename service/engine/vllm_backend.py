@@ -91,7 +91,7 @@ def engine_options(settings: Any) -> dict[str, Any]:
         "convert": "embed",
         "block_size": 32,
         "dtype": settings.dtype,
-        "enforce_eager": settings.device == "cpu",
+        "enforce_eager": settings.device == "cpu" and not settings.compile_wanted,  # CPU: inductor graphs
         "enable_prefix_caching": True,
         "max_model_len": settings.max_input_tokens,
         "max_num_batched_tokens": max(settings.max_batch_tokens, settings.max_input_tokens),

@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from service.engine.transformers_backend import TransformersBackend
-from service.runtime import build_backend, compile_ahead, compile_wanted
+from service.runtime import build_backend, compile_ahead
 from service.settings import ServiceSettings
 from tests.service.test_backend_exactness import PROMPTS, RESPONSES, encode
 
@@ -21,7 +21,7 @@ from tests.service.test_backend_exactness import PROMPTS, RESPONSES, encode
     [("auto", "cpu", True), ("auto", "cuda:1", False), ("on", "cuda", True), ("off", "cpu", False)],
 )
 def test_auto_is_on_for_cpus_only(mode: str, device: str, wanted: bool) -> None:
-    assert compile_wanted(ServiceSettings(compile_forward=mode, device=device)) is wanted  # type: ignore[arg-type]
+    assert ServiceSettings(compile_forward=mode, device=device).compile_wanted is wanted  # type: ignore[arg-type]
 
 
 def test_an_unknown_mode_is_refused_with_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:

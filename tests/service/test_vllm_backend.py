@@ -53,7 +53,8 @@ def test_engine_options_follow_the_settings() -> None:
     assert options["tensor_parallel_size"] == 4 and options["enforce_eager"] is False
     assert options["max_model_len"] == 4096 and options["max_num_batched_tokens"] == 16384
     assert options["block_size"] == 32 and options["enable_prefix_caching"] is True
-    assert engine_options(ServiceSettings())["enforce_eager"] is True  # CPU: no graphs to capture
+    assert engine_options(ServiceSettings(compile_forward="off"))["enforce_eager"] is True
+    assert engine_options(ServiceSettings(compile_forward="auto"))["enforce_eager"] is False  # CPU: compiled
 
 
 def test_concurrent_backbone_exports_share_one_complete_copy(loaded_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
