@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import health, objectives_routes, scoring_routes
+from service.api.admission import Admission, AdmissionMiddleware
 from service.api.body_limit import BodyLimitMiddleware
 from service.api.errors import install_error_handlers
 from service.api.instrumentation import InstrumentationMiddleware
@@ -74,6 +75,9 @@ def create_app(settings: ServiceSettings | None = None, runtime: Runtime | None 
     app.include_router(health.router)
     app.include_router(scoring_routes.router)
     app.include_router(objectives_routes.router)
+    app.state.admission = Admission(limit=settings.concurrent_request_limit)
+    # Starlette runs the last added outermost: body limit, instrumentation (drain stamp), admission, routes.
+    app.add_middleware(AdmissionMiddleware, admission=app.state.admission)
     app.add_middleware(InstrumentationMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -44,7 +44,9 @@ class InstrumentationMiddleware:
             metrics.INFLIGHT.dec()
             if accepted:
                 runtime.inflight -= 1
-            route = getattr(scope.get("route"), "path", "unmatched")
+            # A request refused by admission before routing names its path (scoring paths have no parameters).
+            route = getattr(scope.get("route"), "path", None) or scope.get("state", {}).get("paretorm_route")
+            route = route or "unmatched"
             metrics.REQUESTS.labels(route=route, status=str(status)).inc()
             if route.startswith("/v1/") or route == "/get_reward":
                 metrics.STAGE_SECONDS.labels(stage="total").observe(time.perf_counter() - started)

@@ -94,6 +94,8 @@ class Batcher:
         self._closing = False
         self._busy = False
         self._recent_items_per_s = 0.0
+        self._typical_request_tokens = 0.0
+        self._submitted = 0
 
     @property
     def queued_items(self) -> int:
@@ -106,6 +108,38 @@ class Batcher:
     @property
     def idle(self) -> bool:
         return not self._waiting and not self._busy
+
+    @property
+    def submitted_requests(self) -> int:
+        """Requests inside `submit` now: queued, or in the forward running."""
+        return self._submitted
+
+    def has_room(self, arriving: int = 1) -> bool:
+        """Whether `arriving` requests of the size lately typical would still fit the queue.
+
+        Judged on the running mean of the tokens of requests that reached `submit`, so admission can refuse
+        a burst's excess before reading, parsing and tokenising bodies that `submit` would refuse anyway.
+        """
+        return self._queued_tokens + arriving * max(1.0, self._typical_request_tokens) <= self._max_queue_tokens
+
+    @property
+    def typical_request_tokens(self) -> float:
+        return self._typical_request_tokens
+
+    @property
+    def max_queue_tokens(self) -> int:
+        return self._max_queue_tokens
+
+    @property
+    def expected_wait_s(self) -> float:
+        """Seconds the work queued now needs at the recent forward rate; 0 before any forward has run."""
+        if self._recent_items_per_s <= 0:
+            return 0.0
+        return len(self._waiting) / self._recent_items_per_s
+
+    def retry_after_s(self) -> float:
+        """The Retry-After for a refusal: how long the queue needs to empty, at least a second."""
+        return max(1.0, self.expected_wait_s)
 
     def start(self) -> None:
         if self._loop_task is None:
@@ -127,12 +161,15 @@ class Batcher:
                 f"the request holds {tokens} tokens, more than the whole queue ({self._max_queue_tokens}); it "
                 "could never be accepted: split it into smaller requests"
             )
+        self._typical_request_tokens = (
+            tokens if self._typical_request_tokens == 0 else 0.9 * self._typical_request_tokens + 0.1 * tokens
+        )
         if self._queued_tokens + tokens > self._max_queue_tokens:
             metrics.REJECTED.labels(reason="queue_full").inc()
             raise Overloaded(
                 f"the queue is full ({self._queued_tokens} tokens waiting, limit {self._max_queue_tokens}; "
                 f"this request adds {tokens}); retry after the Retry-After delay or send smaller requests",
-                retry_after_s=self._estimated_wait_s(),
+                retry_after_s=self.retry_after_s(),
             )
         loop = asyncio.get_running_loop()
         request = _Request(future=loop.create_future(),
@@ -144,9 +181,11 @@ class Batcher:
         self._queued_tokens += tokens
         self._publish_queue()
         self._wakeup.set()
+        self._submitted += 1
         try:
             rows = await request.future
         finally:
+            self._submitted -= 1
             if not request.future.done():
                 request.future.cancel()  # deadline or disconnect: drop what has not run yet
         return SubmitResult(rows=rows, queue_ms=request.queue_seconds * 1000, compute_ms=request.compute_seconds * 1000)
@@ -236,11 +275,6 @@ class Batcher:
             request.remaining -= 1
             if request.remaining == 0:
                 request.future.set_result([row for row in request.rows if row is not None])
-
-    def _estimated_wait_s(self) -> float:
-        if self._recent_items_per_s <= 0:
-            return 1.0
-        return max(1.0, len(self._waiting) / self._recent_items_per_s)
 
     def _publish_queue(self) -> None:
         metrics.QUEUE_ITEMS.set(len(self._waiting))
