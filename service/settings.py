@@ -69,8 +69,8 @@ class ServiceSettings(BaseSettings):
         description="Requests on the scoring routes (/v1/score, /get_reward, /v1/judge) handled at once, "
         "from arrival to answer; one more is refused with 429 before its body is read, as is any request "
         "while the queue has no room for one of the size lately typical, so an overload costs the event "
-        "loop a header, not a parse and a tokenisation. Unset: 4 x max_batch_items (256 by default), "
-        "enough one-item requests to keep four full forwards queued.",
+        "loop a header, not a parse and a tokenisation. Unset: 512, or 4 x max_batch_items when that is more "
+        "(enough one-item requests to keep four full forwards queued); the queue bound does the rest.",
     )
     batch_wait_ms: float = Field(
         default=2.0, ge=0, description="How long the batcher waits for more requests once it has some."
@@ -121,8 +121,8 @@ class ServiceSettings(BaseSettings):
 
     @property
     def concurrent_request_limit(self) -> int:
-        """`max_concurrent_requests`, or 4 x `max_batch_items` when unset."""
-        return self.max_concurrent_requests or 4 * self.max_batch_items
+        """`max_concurrent_requests`, or when unset 512 or 4 x `max_batch_items`, whichever is more."""
+        return self.max_concurrent_requests or max(512, 4 * self.max_batch_items)
 
     @property
     def compile_wanted(self) -> bool:

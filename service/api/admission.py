@@ -6,8 +6,8 @@ requests the service then refused or let time out (answers 200: 12, 429: 605, 50
 2-core AMD EPYC) and the model starved. Here a scoring request is refused from its headers alone when
 
 - `limit` scoring requests are already in flight (arrival to answer; `PARETORM_MAX_CONCURRENT_REQUESTS`), or
-- the batcher's queue has no room for this request and those admitted but not yet queued, taking each to
-  be of the size lately typical (`Batcher.has_room`), or
+- the batcher's queue has no room for this request and those admitted, read and not yet queued (being
+  parsed and tokenised), taking each to be of the size lately typical (`Batcher.has_room`), or
 - its `X-Request-Deadline-Ms` is shorter than the time the queued work needs at the recent forward rate.
 
 The refusal is the batcher's own `Overloaded` (429, `Retry-After`) rendered by `service.api.errors`, the one
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.api.errors import error_response
@@ -39,10 +39,16 @@ _DEADLINE = DEADLINE_HEADER.encode()
 
 @dataclass
 class Admission:
-    """The in-flight count on the scoring routes and its limit; `app.state.admission`."""
+    """The in-flight count on the scoring routes and its limit; `app.state.admission`.
+
+    `read_unanswered`: those whose body has fully arrived and whose answer has not started: the ones being
+    parsed, tokenised, queued or computed. A request still receiving its body is not among them, so slow
+    senders (slowloris) cannot make the queue look full to everyone else.
+    """
 
     limit: int
     in_flight: int = 0
+    read_unanswered: int = 0
 
 
 class AdmissionMiddleware:
@@ -66,11 +72,34 @@ class AdmissionMiddleware:
             answer = error_response(error.status_code, error.error_type, error.message, error.headers)
             await answer(scope, receive, send)
             return
-        self.admission.in_flight += 1
+        await self._admitted(scope, receive, send)
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        admission = self.admission
+        read = answered = False
+
+        async def tracking_receive() -> Message:
+            nonlocal read
+            message = await receive()
+            if not read and message["type"] == "http.request" and not message.get("more_body", False):
+                read = True
+                admission.read_unanswered += not answered
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal answered
+            if not answered and message["type"] == "http.response.start":
+                answered = True
+                admission.read_unanswered -= read
+            await send(message)
+
+        admission.in_flight += 1
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, tracking_receive, tracking_send)
         finally:
-            self.admission.in_flight -= 1
+            admission.in_flight -= 1
+            if read and not answered:
+                admission.read_unanswered -= 1
 
     def _refusal(self, scope: Scope, batcher: Batcher) -> tuple[str, Overloaded] | None:
         retry = batcher.retry_after_s()
@@ -78,15 +107,15 @@ class AdmissionMiddleware:
             return "concurrency", Overloaded(
                 f"{self.admission.in_flight} scoring requests are in flight, the limit "
                 "(PARETORM_MAX_CONCURRENT_REQUESTS); retry after the Retry-After delay", retry_after_s=retry)
-        # Admitted requests not yet in the queue (being read, parsed, tokenised) will need room too: without
+        # Admitted requests read but not yet in the queue (being parsed, tokenised) will need room too: without
         # them in the sum, each time the queue had room hundreds were admitted, tokenised and then refused.
-        unqueued = max(0, self.admission.in_flight - batcher.submitted_requests)
+        unqueued = max(0, self.admission.read_unanswered - batcher.submitted_requests)
         if not batcher.has_room(arriving=unqueued + 1):
             return "queue_full_early", Overloaded(
                 f"the queue is full ({batcher.queued_tokens} tokens waiting, limit "
                 f"{batcher.max_queue_tokens}; requests lately average "
-                f"{batcher.typical_request_tokens:.0f} tokens, {unqueued} more are being read); retry after the "
-                "Retry-After delay or send smaller requests", retry_after_s=retry)
+                f"{batcher.typical_request_tokens:.0f} tokens, {unqueued} more are being parsed); retry after "
+                "the Retry-After delay or send smaller requests", retry_after_s=retry)
         deadline_s = _deadline_s(scope)
         wait_s = batcher.expected_wait_s
         if deadline_s is not None and wait_s > deadline_s:

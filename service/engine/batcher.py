@@ -6,6 +6,9 @@ Contract:
 - A single loop task plans batches (`planning.plan_next`: token budget, item cap, length-sorted, shared
   prompts kept together) and hands the backend the finished `Batch` (planned once, never regrouped) on a
   one-thread executor, so the event loop stays free while the model computes and forwards never overlap.
+- While a forward runs, the next batch is handed over as soon as the queue holds a whole one, so the model
+  thread goes from one forward to the next without waiting for a turn of a busy event loop (at most
+  `PIPELINE_DEPTH` batches handed over; a part-filled batch waits for the running one to end, as it may grow).
 - No torch here: the backend is known only through `types.ScoringBackend`.
 - A conversation whose request was abandoned (deadline passed, client gone) is dropped before it reaches
   the model; a batch that fails hands the exception to every request in it and the loop carries on.
@@ -26,6 +29,11 @@ from service.engine.types import Batch, EncodedConversation, ScoreRow, ScoreRows
 from service.errors import NotReady, Overloaded, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
+
+PIPELINE_DEPTH = 2
+"""Batches handed to the model thread at once: the running one and the next. Found by the 10x burst
+(issue 11): with one, the model thread idled 12% of the time between forwards while the event loop answered
+hundreds of 429s before it got round to planning the next batch (py-spy, 2-core AMD EPYC)."""
 
 
 def model_thread_executor() -> ThreadPoolExecutor:
@@ -92,7 +100,8 @@ class Batcher:
         self._executor = model_thread or model_thread_executor()
         self._loop_task: asyncio.Task[None] | None = None
         self._closing = False
-        self._busy = False
+        self._running = 0  # batches handed to the model thread whose results have not been delivered
+        self._backlog = False  # work was waiting when the last forward ended: batch it at once, no extra wait
         self._recent_items_per_s = 0.0
         self._typical_request_tokens = 0.0
         self._submitted = 0
@@ -107,7 +116,7 @@ class Batcher:
 
     @property
     def idle(self) -> bool:
-        return not self._waiting and not self._busy
+        return not self._waiting and not self._running
 
     @property
     def submitted_requests(self) -> int:
@@ -120,7 +129,8 @@ class Batcher:
         Judged on the running mean of the tokens of requests that reached `submit`, so admission can refuse
         a burst's excess before reading, parsing and tokenising bodies that `submit` would refuse anyway.
         """
-        return self._queued_tokens + arriving * max(1.0, self._typical_request_tokens) <= self._max_queue_tokens
+        needed = arriving * max(1.0, self._typical_request_tokens)
+        return self._queued_tokens + needed <= self._max_queue_tokens
 
     @property
     def typical_request_tokens(self) -> float:
@@ -188,7 +198,8 @@ class Batcher:
             self._submitted -= 1
             if not request.future.done():
                 request.future.cancel()  # deadline or disconnect: drop what has not run yet
-        return SubmitResult(rows=rows, queue_ms=request.queue_seconds * 1000, compute_ms=request.compute_seconds * 1000)
+        return SubmitResult(rows=rows, queue_ms=request.queue_seconds * 1000,
+                            compute_ms=request.compute_seconds * 1000)
 
     async def drain(self, timeout_s: float) -> bool:
         """Stop taking work and wait for what was accepted to finish; True when everything finished."""
@@ -209,31 +220,49 @@ class Batcher:
         self._executor.shutdown(wait=True)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        backlog = False  # work arrived while the model ran: batch it at once, no extra wait
         while True:
             await self._wakeup.wait()
-            if self._batch_wait_s and not backlog and len(self._waiting) < self._max_batch_items:
+            if self._running >= PIPELINE_DEPTH or (self._running and not self._fills_a_batch()):
+                self._wakeup.clear()  # the running batch's end (or more work) sets it again
+                continue
+            if self._batch_wait_s and not self._running and not self._backlog and not self._fills_a_batch():
                 await asyncio.sleep(self._batch_wait_s)
             self._drop_abandoned()
             if not self._waiting:
                 self._wakeup.clear()
                 continue
-            batch, planned = self._take_batch()
-            started = time.perf_counter()
-            self._busy = True
-            try:
-                rows = await loop.run_in_executor(self._executor, self._backend.run, planned)
-            except Exception as error:  # a failing batch fails its requests, never the loop
-                logger.exception("forward pass failed for a batch of %d conversations", len(batch))
-                for pending in batch:
-                    if not pending.request.future.done():
-                        pending.request.future.set_exception(error)
-                continue
-            finally:
-                self._busy = False
-                backlog = bool(self._waiting)
-            self._deliver(batch, rows, started, time.perf_counter())
+            self._launch(*self._take_batch())
+
+    def _fills_a_batch(self) -> bool:
+        return len(self._waiting) >= self._max_batch_items or self._queued_tokens >= self._max_batch_tokens
+
+    def _launch(self, batch: list[_Pending], planned: Batch) -> None:
+        """Hand `planned` to the model thread; its result is delivered from the event loop when it lands."""
+        self._running += 1
+        self._backlog = False
+        loop = asyncio.get_running_loop()
+        forward = loop.run_in_executor(self._executor, _timed_run, self._backend, planned, batch)
+        forward.add_done_callback(lambda done: self._landed(batch, done))
+
+    def _landed(self, batch: list[_Pending], forward: asyncio.Future[_Ran | None]) -> None:
+        self._running -= 1
+        self._backlog = bool(self._waiting)
+        self._wakeup.set()
+        if forward.cancelled():
+            error: BaseException = NotReady("the service stopped before this batch ran; retry", retry_after_s=1)
+        elif forward.exception() is None:
+            ran = forward.result()
+            if ran is None:
+                metrics.DROPPED.inc(len(batch))
+            else:
+                self._deliver(batch, *ran)
+            return
+        else:  # a failing batch fails its requests, never the loop
+            error = forward.exception()  # type: ignore[assignment]
+            logger.error("forward pass failed for a batch of %d conversations", len(batch), exc_info=error)
+        for pending in batch:
+            if not pending.request.future.done():
+                pending.request.future.set_exception(error)
 
     def _take_batch(self) -> tuple[list[_Pending], Batch]:
         chosen, planned = plan_next(
@@ -279,3 +308,20 @@ class Batcher:
     def _publish_queue(self) -> None:
         metrics.QUEUE_ITEMS.set(len(self._waiting))
         metrics.QUEUE_TOKENS.set(self._queued_tokens)
+
+
+_Ran = tuple[ScoreRows, float, float]  # the rows, and when the forward started and ended
+
+
+def _timed_run(backend: ScoringBackend, planned: Batch, batch: list[_Pending]) -> _Ran | None:
+    """The forward and when it really ran, on the model thread; None, without a forward, when every request
+    in the batch was abandoned while it waited behind the running one (a deadline passed, the client left).
+
+    Reading `abandoned` (an asyncio future's `done()`) from this thread is a read of one field under the
+    GIL; a stale answer only costs a forward whose results are then dropped.
+    """
+    if all(pending.request.abandoned for pending in batch):
+        return None
+    started = time.perf_counter()
+    rows = backend.run(planned)
+    return rows, started, time.perf_counter()

@@ -214,6 +214,54 @@ def test_a_full_queue_and_an_unmeetable_deadline_are_refused_before_the_body_is_
     asyncio.run(scenario())
 
 
+class SlowSender(Client):
+    """A client whose body arrives only when `arrived` is set (slowloris: the headers, then nothing)."""
+
+    def __init__(self, arrived: asyncio.Event) -> None:
+        super().__init__()
+        self.arrived = arrived
+
+    async def receive(self) -> Message:
+        if self.body_reads == 0:
+            await self.arrived.wait()
+        return await super().receive()
+
+
+def test_requests_still_receiving_their_body_do_not_make_the_queue_look_full() -> None:
+    """Found by the slowloris test: five dripping bodies, each taken for a typical request not yet queued,
+    made the queue look full and every other client got 429."""
+
+    async def hanging_app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await asyncio.Event().wait()  # parsing and tokenising, as far as admission can tell
+
+    async def scenario() -> None:
+        runtime = FakeRuntime(batcher=FakeBatcher(typical_request_tokens=400.0))  # room for 2 of them
+        guard, app = middleware(limit=16, inner=hanging_app, runtime=runtime)
+        arrived = asyncio.Event()
+        slow = [SlowSender(arrived) for _ in range(5)]
+        held = [asyncio.ensure_future(guard(c.scope(app), c.receive, c.send)) for c in slow]
+        await asyncio.sleep(0.01)
+        assert guard.admission.in_flight == 5 and guard.admission.read_unanswered == 0
+        probe = Client()
+        probing = asyncio.ensure_future(guard(probe.scope(app), probe.receive, probe.send))
+        await asyncio.sleep(0.01)
+        assert not probe.sent and probe.body_reads == 1  # admitted, not refused
+        assert guard.admission.read_unanswered == 1
+        arrived.set()  # the five bodies arrive: now six requests wait to be queued, room for two
+        await asyncio.sleep(0.01)
+        assert guard.admission.read_unanswered == 6
+        refused = Client()
+        await guard(refused.scope(app), refused.receive, refused.send)
+        assert_overloaded(refused, "the queue is full")
+        for task in [*held, probing]:
+            task.cancel()
+        await asyncio.gather(*held, probing, return_exceptions=True)
+        assert guard.admission.in_flight == 0 and guard.admission.read_unanswered == 0
+
+    asyncio.run(scenario())
+
+
 def test_other_routes_loading_and_late_arrivals_in_a_drain_pass_through_uncounted() -> None:
     async def scenario() -> None:
         seen: list[int] = []
@@ -267,6 +315,7 @@ def test_the_app_refuses_in_its_envelope_and_a_drain_still_answers_503() -> None
 
 
 def test_the_default_limit_keeps_four_full_forwards_of_one_item_requests() -> None:
-    assert ServiceSettings().concurrent_request_limit == 256
-    assert ServiceSettings(max_batch_items=16).concurrent_request_limit == 64
+    assert ServiceSettings().concurrent_request_limit == 512
+    assert ServiceSettings(max_batch_items=16).concurrent_request_limit == 512
+    assert ServiceSettings(max_batch_items=256).concurrent_request_limit == 1024
     assert ServiceSettings(max_concurrent_requests=7).concurrent_request_limit == 7

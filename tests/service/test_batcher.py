@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -87,6 +88,33 @@ def test_abandoned_requests_are_dropped_before_the_model() -> None:
     asyncio.run(scenario())
 
 
+def test_a_whole_next_batch_is_handed_over_while_the_model_runs_and_needs_no_event_loop_turn() -> None:
+    """Found by the 10x burst: the model idled between forwards while a busy loop answered 429s."""
+
+    async def scenario() -> None:
+        backend = FakeBackend()
+        backend.gate.clear()
+        batcher = make(backend, max_batch_items=2, batch_wait_ms=0.0)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([conv(1), conv(2)]))
+        await asyncio.sleep(0.05)  # batch [1, 2] is inside the (blocked) model
+        partial = asyncio.ensure_future(batcher.submit([conv(3)]))
+        await asyncio.sleep(0.02)
+        assert batcher.queued_items == 1  # part-filled: it waits, as it may still grow
+        grown = asyncio.ensure_future(batcher.submit([conv(4), conv(5)]))
+        await asyncio.sleep(0.02)
+        assert batcher.queued_items == 1  # a whole batch [3, 4] was handed over; 5 waits
+        backend.gate.set()
+        time.sleep(0.3)  # the event loop is blocked: only the model thread can move
+        assert backend.batches == [[1, 2], [3, 4]]
+        results = await asyncio.gather(first, partial, grown)
+        assert [[row.score for row in result.rows] for result in results] == [[1, 2], [3], [4, 5]]
+        assert backend.batches == [[1, 2], [3, 4], [5]] and batcher.idle
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
 def test_a_failing_batch_fails_only_its_requests() -> None:
     async def scenario() -> None:
         backend = FakeBackend()
@@ -110,18 +138,22 @@ def test_full_queue_is_refused_and_draining_refuses_new_work() -> None:
         batcher.start()
         running = asyncio.ensure_future(batcher.submit([conv(1)]))
         await asyncio.sleep(0.05)
-        queued = asyncio.ensure_future(batcher.submit([conv(2), conv(3)]))  # 8 tokens: the queue is full
+        handed = asyncio.ensure_future(batcher.submit([conv(2)]))  # handed over, next after the running one
+        await asyncio.sleep(0.01)
+        assert batcher.queued_tokens == 0
+        queued = asyncio.ensure_future(batcher.submit([conv(3), conv(4)]))  # 8 tokens: the queue is full
         await asyncio.sleep(0.01)
         with pytest.raises(Overloaded) as refused:
-            await batcher.submit([conv(4)])
+            await batcher.submit([conv(5)])
         assert refused.value.headers is not None and "Retry-After" in refused.value.headers
         drain = asyncio.ensure_future(batcher.drain(timeout_s=10))
         await asyncio.sleep(0.01)
         with pytest.raises(NotReady):
-            await batcher.submit([conv(5)])
+            await batcher.submit([conv(6)])
         backend.gate.set()
         assert await drain is True
-        assert [row.score for row in (await queued).rows] == [2, 3]
+        assert [row.score for row in (await queued).rows] == [3, 4]
+        assert [row.score for row in (await handed).rows] == [2]
         assert [row.score for row in (await running).rows] == [1]
         await batcher.close()
 
