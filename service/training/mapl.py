@@ -79,10 +79,7 @@ class MaplTrainer(OfflineTrainer):
 
     def train_step(self, step: int, rows: list[OfflineItem]) -> dict[str, Any]:
         started = time.perf_counter()
-        counts = self.kind_counts(rows)
-        loss, ratios = self.accumulate("train", rows, self.reference_logps,
-                                       lambda part, h: self.loss_share(self.margins(part, h), counts))  # fmt: skip
-        m = self.margins(rows, ratios)
+        loss, ratios, m = self._accumulate(rows)
         record: dict[str, Any] = {"loss": loss, "grad_norm": self.optimizer_step(None)}
         self.scheduler.step()
         record.update(self._pair_metrics(rows, ratios))
@@ -93,6 +90,24 @@ class MaplTrainer(OfflineTrainer):
             record[f"{kind}/count"] = float(margins.numel())
         record["update_s"] = time.perf_counter() - started
         return record
+
+    def _accumulate(
+        self, rows: list[OfflineItem]
+    ) -> tuple[float, list[torch.Tensor], dict[str, torch.Tensor]]:
+        """`accumulate` over ``rows``: (the loss, every item's detached ratios, the step's margins per kind).
+
+        The margins are kept (detached) from each micro-batch's loss rather than computed again over all
+        rows for the logs; micro-batches run in row order, so their concatenation is `margins` of ``rows``.
+        """
+        counts, seen = self.kind_counts(rows), []
+
+        def loss_of(part: list[OfflineItem], h: list[torch.Tensor]) -> torch.Tensor:
+            m = self.margins(part, h)
+            seen.append({k: v.detach() for k, v in m.items()})
+            return self.loss_share(m, counts)
+
+        loss, ratios = self.accumulate("train", rows, self.reference_logps, loss_of)
+        return loss, ratios, {k: torch.cat([m[k] for m in seen]) if seen else torch.zeros(0) for k in KINDS}
 
     def loss_share(self, m: dict[str, torch.Tensor], counts: dict[str, int]) -> torch.Tensor:
         """A micro-batch's part of ``L_DPO + intra_weight L_intra + inter_weight L_inter`` over the whole step.

@@ -100,12 +100,12 @@ class ModpoTrainer(OfflineTrainer):
     def train_step(self, step: int, rows: list[OfflineItem]) -> dict[str, Any]:
         started = time.perf_counter()
         def loss_of(part: list[OfflineItem], h: list[torch.Tensor]) -> torch.Tensor:
-            return self.share(sigmoid_loss, self._logits(part, h), len(rows))
+            return self.share(sigmoid_loss, self._logits(h, self._delta(part)), len(rows))
 
         loss, ratio_list = self.accumulate("train", rows, self.reference_logps, loss_of)
         ratios = torch.stack(ratio_list)  # [B, 2]
         delta = self._delta(rows)
-        logits = self._logits(rows, ratio_list)
+        logits = self._logits(ratio_list, delta)
         record: dict[str, Any] = {"loss": loss, "grad_norm": self.optimizer_step(None)}
         self.scheduler.step()
         record.update(self.dpo_metrics(ratios[:, 0], ratios[:, 1], self.cfg.beta))
@@ -122,8 +122,10 @@ class ModpoTrainer(OfflineTrainer):
         index = [item.index for item in rows]
         return torch.as_tensor(self.margins[index, 0] - self.margins[index, 1], dtype=torch.float32)
 
-    def _logits(self, rows: list[OfflineItem], ratios: list[torch.Tensor]) -> torch.Tensor:
-        """MODPO's logits of ``rows`` from their ``[h_w, h_l]`` ratios. [B]"""
+    def _logits(self, ratios: list[torch.Tensor], delta: torch.Tensor) -> torch.Tensor:
+        """MODPO's logits from the rows' ``[h_w, h_l]`` ratios and their margin ``delta`` [B, M]. [B]
+
+        ``delta`` comes from the caller, which logs it too: the step reads it from the margins once.
+        """
         h = torch.stack(ratios)  # [B, 2]
-        return modpo_logits(h[:, 0], h[:, 1], self._delta(rows), self.margin_weights, self.trained_weight,
-                            self.cfg.beta)  # fmt: skip
+        return modpo_logits(h[:, 0], h[:, 1], delta, self.margin_weights, self.trained_weight, self.cfg.beta)
