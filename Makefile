@@ -88,13 +88,22 @@ bench-gpu:
 	PYTHONPATH=. $(PY) -m service.bench.engine_bench --shape 8b --device cuda $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(ST_VENV) .pytest_cache build *.egg-info
 
 # Reliability suites (issue 11) against real services: generated bad input (hypothesis), faults, security,
 # overload (10x measured capacity, slow clients) and a soak with RSS/fd slopes. Prints one table (suite, cases,
 # failures, requests lost, the service's peak RSS) and writes runs/reliability/summary.json. Knobs:
 # PARETORM_RELIABILITY_EXAMPLES (cases per route, default 1000), PARETORM_RELIABILITY_BURST_S (default 30),
-# PARETORM_RELIABILITY_SLOW_S (default 20), PARETORM_RELIABILITY_SOAK_S (default 600: the run takes 10+ minutes).
+# PARETORM_RELIABILITY_SLOW_S (default 20), PARETORM_RELIABILITY_SOAK_S (default 600: the run takes 10+ minutes),
+# PARETORM_SCHEMATHESIS_EXAMPLES (per operation and phase, default 1000). schemathesis gets its own venv: its
+# pytest plugin breaks collection of this suite (4.32.5), and its CLI is all the suite uses.
+SCHEMATHESIS_SPEC ?= schemathesis==4.32.5
+ST_VENV := $(VENV)-schemathesis
+$(ST_VENV)/bin/schemathesis:
+	$(PY) -m venv $(ST_VENV)
+	$(ST_VENV)/bin/pip install --quiet --disable-pip-version-check "$(SCHEMATHESIS_SPEC)"
+
 .PHONY: reliability
-reliability: install-test
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/reliability -m reliability $(PYTEST_ARGS)
+reliability: install-test $(ST_VENV)/bin/schemathesis
+	PARETORM_SCHEMATHESIS=$(ST_VENV)/bin/schemathesis HF_HUB_OFFLINE=1 \
+		$(BIN)/python -m pytest tests/reliability -m reliability $(PYTEST_ARGS)

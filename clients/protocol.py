@@ -81,6 +81,12 @@ class ScoreGroup(_Strict):
 class ScoreRequest(_Strict):
     """Score conversations. `items` and `groups` may be mixed; each comes back in its own list, in order."""
 
+    # The schema says what `_one_combination` checks, so generated clients (and schemathesis) know it too.
+    model_config = ConfigDict(json_schema_extra={"not": {
+        "required": ["weights", "direction"],
+        "properties": {"weights": {"not": {"type": "null"}}, "direction": {"not": {"type": "null"}}},
+    }})
+
     items: list[ScoreItem] = Field(default_factory=list, description="Independent conversations.")
     groups: list[ScoreGroup] = Field(default_factory=list, description="Prompts with several responses each.")
     weights: ObjectiveWeights | None = Field(
@@ -196,7 +202,8 @@ class GetRewardResponse(BaseModel):
 
 class PamaRequest(_Strict):
     advantages: list[Any] = Field(
-        description="Nested list of shape [..., n]: per-objective advantages, objectives in the last axis."
+        min_length=1,
+        description="Nested list of shape [..., n]: per-objective advantages, objectives in the last axis.",
     )
     noon: bool = Field(default=False, description="Noon PPO: clip every advantage at 0 from below first.")
     ratios: list[Any] | None = Field(
