@@ -107,15 +107,16 @@ class AdmissionMiddleware:
             return "concurrency", Overloaded(
                 f"{self.admission.in_flight} scoring requests are in flight, the limit "
                 "(PARETORM_MAX_CONCURRENT_REQUESTS); retry after the Retry-After delay", retry_after_s=retry)
-        # Admitted requests read but not yet in the queue (being parsed, tokenised) will need room too: without
-        # them in the sum, each time the queue had room hundreds were admitted, tokenised and then refused.
+        # Admitted requests read but not yet in the queue (being parsed, tokenised) will need room too:
+        # without them in the sum, each time the queue had room hundreds were admitted, tokenised and then
+        # refused.
         unqueued = max(0, self.admission.read_unanswered - batcher.submitted_requests)
         if not batcher.has_room(arriving=unqueued + 1):
             return "queue_full_early", Overloaded(
                 f"the queue is full ({batcher.queued_tokens} tokens waiting, limit "
                 f"{batcher.max_queue_tokens}; requests lately average "
-                f"{batcher.typical_request_tokens:.0f} tokens, {unqueued} more are being parsed); retry after "
-                "the Retry-After delay or send smaller requests", retry_after_s=retry)
+                f"{batcher.typical_request_tokens:.0f} tokens, {unqueued} more are being parsed); retry "
+                "after the Retry-After delay or send smaller requests", retry_after_s=retry)
         deadline_s = _deadline_s(scope)
         wait_s = batcher.expected_wait_s
         if deadline_s is not None and wait_s > deadline_s:
