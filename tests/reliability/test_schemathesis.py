@@ -30,8 +30,8 @@ EXAMPLES = int(os.environ.get("PARETORM_SCHEMATHESIS_EXAMPLES", "1000"))
 def schemathesis_cli() -> str:
     path = os.environ.get("PARETORM_SCHEMATHESIS")
     if not path or not Path(path).exists():
-        pytest.skip("schemathesis is not installed: run `make reliability`, or set PARETORM_SCHEMATHESIS to "
-                    "its CLI")
+        pytest.fail("schemathesis is not installed: run `make reliability` (it installs it), or set "
+                    "PARETORM_SCHEMATHESIS to its CLI", pytrace=False)
     return path
 
 
