@@ -32,7 +32,7 @@ def schemathesis_cli() -> str:
     if not path or not Path(path).exists():
         pytest.fail("schemathesis is not installed: run `make reliability` (it installs it), or set "
                     "PARETORM_SCHEMATHESIS to its CLI", pytrace=False)
-    return path
+    return str(Path(path).resolve())  # the CLI runs in a temporary directory; make passes a relative path
 
 
 def run_schemathesis(target: ServiceProcess, checks: list[str], examples: int, tmp: Path) -> tuple[int, str]:
