@@ -13,6 +13,8 @@ replaying the same batches would hide.
 
 `--profile` adds a per-op breakdown (`op_profile`) of steady-state batches at each `--batch` size, packed
 and padded, and prints it as a markdown table on stderr (the README's profile table is this output).
+`--compile` decides as `paretorm serve` does (`auto`: compiled on CPUs), so the packed rows and the packed
+profile are of the forward the service would run; `off` gives the eager packed forward.
 
 Model FLOPs are what a plain forward needs for the real tokens: every token through every layer
 (2 x parameters of the projections and MLP) plus causal attention (4 x visible query-key pairs x heads x
@@ -84,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed passes per row; the best is kept (3)")
     p.add_argument("--peak-tflops", type=float, help="the device's dense peak for MFU (default: detected)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
+                   help="torch.compile the packed forward, as PARETORM_COMPILE_FORWARD (auto: on CPUs)")
     p.add_argument("--profile", action="store_true", help="also break one steady-state batch down per op")
     p.add_argument("--profile-only", action="store_true", help="only the per-op breakdown (skip the timed rows)")
     p.add_argument("--levers", type=int, default=0, metavar="N",
@@ -118,7 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
-    from service.engine.transformers_backend import TransformersBackend
 
     shape = SHAPES[args.shape]
     device = torch.device(args.device)
@@ -129,9 +132,10 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
     built_s = time.perf_counter() - started
     peak = args.peak_tflops or _detected_peak(device)
     rng = random.Random(args.seed)
-    backends = {packed: TransformersBackend(model, device=args.device, packed=packed) for packed in (True, False)}
+    backends = {packed: _backend(model, args, packed=packed) for packed in (True, False)}
     result: dict[str, Any] = {"shape": {"name": args.shape, **asdict(shape)}, "device": _device_name(device),
-                              "dtype": args.dtype, "peak_tflops": peak, "build_s": round(built_s, 1), "rows": {}}
+                              "dtype": args.dtype, "peak_tflops": peak, "build_s": round(built_s, 1),
+                              "forward": backends[True].forward, "rows": {}}
     if args.profile or args.profile_only:
         result["profile"] = _profile(backends, args, shape, rng, say)
     if args.levers:
@@ -153,13 +157,30 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
     for share in (True, False):
         name = f"grpo_{'shared' if share else 'unshared'}"
         say(name)
-        backend = TransformersBackend(model, device=args.device, share_prompts=share)
+        backend = _backend(model, args, share_prompts=share)
         rows[name] = _measure(backend, passes, len(passes[0]), shape, peak, device)
     check = _grpo(rng, shape, args)[: 2 * args.grpo_group] + _chat(rng, shape, args)[:8]
     packed_scores = backends[True].run(check).score
     padded_scores = backends[False].run(check).score
     result["packed_vs_padded_max_abs_score_diff"] = float(abs(packed_scores - padded_scores).max())
     return result
+
+
+def _backend(model: Any, args: argparse.Namespace, *, packed: bool = True, share_prompts: bool = True) -> Any:
+    """A backend as `paretorm serve` would build it for `--compile` on this device, compiled ahead (with
+    inductor's kernels named for the profile when one is asked for)."""
+    import contextlib
+
+    from service.bench.op_profile import inductor_kernel_names
+    from service.engine.transformers_backend import TransformersBackend
+    from service.settings import ServiceSettings
+
+    compiled = packed and ServiceSettings(device=args.device, compile_forward=args.compile).compile_wanted
+    backend = TransformersBackend(model, device=args.device, packed=packed, share_prompts=share_prompts,
+                                  compile_layers=compiled)
+    with inductor_kernel_names() if args.profile or args.profile_only else contextlib.nullcontext():
+        backend.compile_now()
+    return backend
 
 
 def _chat(rng: random.Random, shape: Shape, args: argparse.Namespace) -> list[Any]:

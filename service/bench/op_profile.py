@@ -15,6 +15,12 @@ instrumentation:
 - `layout`: laying the batch out for the packed forward (numpy + Python); `embed`, `heads`;
 - every aten op outside those scopes (cat, index, copies, the padded path's mask) as `other torch ops`;
 - `python outside ops`: the profiled wall minus all aten ops' self time (interpreter, hooks' own cost).
+
+A compiled packed forward (`torch.compile` of the token-wise stages, the CPU default) is profiled as it is
+served: module hooks or patched helpers inside the compiled stages would make dynamo recompile or break the
+graphs, so there only the eager parts are labelled (attention, layout, heads); a GEMM outside every scope
+is still `gemm` by its aten name, and inductor's generated kernels (norms, rotary, SiLU * up, residual adds,
+fused, so no longer separable) are `fused (inductor)`, named in the profile by `inductor_kernel_names`.
 The profiled wall is a little above the unprofiled one, which is reported beside it. Each category is the
 median over the profiled batches, so the column sums only approximately to the median wall.
 """
@@ -31,13 +37,15 @@ from typing import Any
 from torch import nn
 from torch.profiler import ProfilerActivity, profile, record_function
 
-__all__ = ["CATEGORIES", "markdown_table", "profile_batches"]
+__all__ = ["CATEGORIES", "inductor_kernel_names", "markdown_table", "profile_batches"]
 
 CATEGORIES = (
     "gemm", "attention matmul", "attention sdpa", "softmax", "masking", "attention gather/scatter",
-    "attention other", "norm", "rotary", "act", "embed", "heads", "layout", "other torch ops",
-    "python outside ops",
+    "attention other", "norm", "rotary", "act", "fused (inductor)", "embed", "heads", "layout",
+    "other torch ops", "python outside ops",
 )  # fmt: skip
+_GEMM_OPS = ("aten::mm", "aten::addmm", "aten::linear", "mkldnn")
+_INDUCTOR_KERNEL = "cpp_fused"  # inductor's CPU kernels: graph_<n>_cpp_fused_<ops>
 _ATTENTION_OPS = (
     (("_scaled_dot_product", "scaled_dot_product"), "attention sdpa"),
     (("bmm", "matmul", "aten::mm", "baddbmm"), "attention matmul"),
@@ -47,15 +55,25 @@ _ATTENTION_OPS = (
 )
 
 
+def inductor_kernel_names() -> contextlib.AbstractContextManager[Any]:
+    """Compile under this for the profile to see inductor's kernels by name (otherwise their time is
+    charged to the compiled graph's call and reads as Python)."""
+    import torch._inductor.config as inductor_config
+
+    return inductor_config.patch({"cpp.enable_kernel_profile": True})
+
+
 @contextlib.contextmanager
 def _labelled(backend: Any) -> Iterator[None]:
-    """Label the model's modules and the decoder's helpers for the duration of the profile."""
+    """Label the model's modules and the decoder's helpers for the duration of the profile (only the eager
+    parts of a compiled forward: see the module docstring)."""
     import transformers.models.llama.modeling_llama as llama
 
     import service.engine.transformers_backend as tb
     import service.model.packed_decoder as pd
 
     model = backend._model
+    compiled = "compiled" in backend.forward
     handles: list[Any] = []
 
     def label(module: nn.Module, name: str) -> None:
@@ -72,7 +90,7 @@ def _labelled(backend: Any) -> Iterator[None]:
         handles.append(module.register_forward_pre_hook(enter))
         handles.append(module.register_forward_hook(leave))
 
-    for module in model.modules():
+    for module in () if compiled else model.modules():
         kind = type(module).__name__
         if isinstance(module, nn.Linear):
             label(module, "gemm")
@@ -86,8 +104,9 @@ def _labelled(backend: Any) -> Iterator[None]:
             label(module, "attention")
         elif isinstance(module, nn.Embedding):
             label(module, "embed")
-    patches = [(pd, "_rotate", "rotary"), (pd, "attend", "attention"), (llama, "apply_rotary_pos_emb", "rotary"),
-               (tb, "build_layout", "layout"), (model, "heads", "heads")]
+    patches = [(pd, "attend", "attention"), (tb, "build_layout", "layout"), (model, "heads", "heads")]
+    if not compiled:
+        patches += [(pd, "_rotate", "rotary"), (llama, "apply_rotary_pos_emb", "rotary")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
     for owner, name, scope in patches:
         setattr(owner, name, _scoped(getattr(owner, name), scope))
@@ -117,11 +136,13 @@ _SCOPES = frozenset({"gemm", "norm", "rotary", "act", "attention", "embed", "hea
 def _category(event: Any) -> str:
     """The category an aten op's self time is charged to: its nearest labelled scope's (labels' own self
     time is interpreter time, left to `python outside ops`)."""
+    if _INDUCTOR_KERNEL in event.name:
+        return "fused (inductor)"
     scope = event.cpu_parent
     while scope is not None and scope.name not in _SCOPES:
         scope = scope.cpu_parent
     if scope is None:
-        return "other torch ops"
+        return "gemm" if any(marker in event.name for marker in _GEMM_OPS) else "other torch ops"
     if scope.name != "attention":
         return scope.name
     for markers, category in _ATTENTION_OPS:
@@ -149,7 +170,7 @@ def profile_batches(backend: Any, batches: Sequence[Any], warm: Sequence[Any]) -
                 continue
             totals: dict[str, float] = defaultdict(float)
             for event in prof.events():
-                if event.name.startswith("aten::"):
+                if event.name.startswith("aten::") or _INDUCTOR_KERNEL in event.name:
                     totals[_category(event)] += event.self_cpu_time_total / 1000
             totals["python outside ops"] = elapsed * 1000 - sum(totals.values())
             per_batch.append(totals)
@@ -160,6 +181,7 @@ def profile_batches(backend: Any, batches: Sequence[Any], warm: Sequence[Any]) -
         backend.run(batch)
         unprofiled.append((time.perf_counter() - started) * 1000)
     return {
+        "forward": backend.forward,
         "batches": len(batches),
         "items_per_batch": round(sum(len(_items(b)) for b in batches) / len(batches), 1),
         "ms": {c: round(statistics.median(t.get(c, 0.0) for t in per_batch), 2) for c in CATEGORIES},

@@ -13,7 +13,8 @@ def test_engine_bench_reports_packed_padded_and_grpo_rows(tmp_path: Path) -> Non
     done = subprocess.run(
         [str(Path(sys.executable).with_name("paretorm")), "bench-engine", "--shape", "quick", "--device", "cpu",
          "--dtype", "float32", "--batch", "1,4", "--items", "8", "--grpo-prompts", "2", "--grpo-group", "3",
-         "--shared-tokens", "40", "--repeats", "1", "--peak-tflops", "1.0", "--json", str(out)],
+         "--shared-tokens", "40", "--repeats", "1", "--peak-tflops", "1.0", "--compile", "off",
+         "--json", str(out)],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -31,21 +32,37 @@ def test_engine_bench_reports_packed_padded_and_grpo_rows(tmp_path: Path) -> Non
     assert result["shape"]["name"] == "quick" and result["peak_tflops"] == 1.0
 
 
-def test_engine_profile_charges_every_op_to_a_category(tmp_path: Path) -> None:
-    """`--profile-only`: per-op breakdown of packed and padded batches; the categories add up to ~the wall."""
+def _profile(tmp_path: Path, compile_forward: str) -> tuple[dict, str]:
     out = tmp_path / "profile.json"
     done = subprocess.run(
         [str(Path(sys.executable).with_name("paretorm")), "bench-engine", "--shape", "quick", "--device", "cpu",
          "--dtype", "float32", "--batch", "4", "--items", "8", "--tokens", "60", "--profile-only",
-         "--json", str(out)],
+         "--compile", compile_forward, "--json", str(out)],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    profile = json.loads(out.read_text())["profile"]
+    return json.loads(out.read_text())["profile"], done.stderr
+
+
+def test_engine_profile_charges_every_op_to_a_category(tmp_path: Path) -> None:
+    """`--profile-only`: per-op breakdown of packed and padded batches; the categories add up to ~the wall."""
+    profile, stderr = _profile(tmp_path, "off")
     assert set(profile) == {"packed 4", "padded 4"}
     for name, entry in profile.items():
         ms = entry["ms"]
         assert ms["gemm"] > 0 and ms["norm"] > 0 and ms["rotary"] > 0, (name, ms)
         assert abs(sum(ms.values()) - entry["wall_ms_profiled"]) < 0.25 * entry["wall_ms_profiled"] + 0.5  # medians
     assert profile["packed 4"]["ms"]["layout"] > 0 and profile["padded 4"]["ms"]["layout"] == 0
-    assert "| gemm |" in done.stderr  # the markdown table
+    assert "| gemm |" in stderr  # the markdown table
+
+
+def test_engine_profile_of_the_compiled_forward_names_inductor_kernels(tmp_path: Path) -> None:
+    """As served on CPUs: the compiled stages keep their GEMMs visible and their fused kernels get a category
+    of their own, instead of reading as Python time."""
+    profile, _ = _profile(tmp_path, "on")
+    packed = profile["packed 4"]
+    assert packed["forward"] == "packed (compiled)" and profile["padded 4"]["forward"].startswith("padded")
+    ms = packed["ms"]
+    assert ms["gemm"] > 0 and ms["fused (inductor)"] > 0 and ms["layout"] > 0, ms
+    assert ms["norm"] == ms["rotary"] == ms["act"] == 0  # fused into the inductor kernels
+    assert abs(sum(ms.values()) - packed["wall_ms_profiled"]) < 0.25 * packed["wall_ms_profiled"] + 0.5
