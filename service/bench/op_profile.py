@@ -14,7 +14,8 @@ instrumentation:
   and gather/scatter;
 - `layout`: laying the batch out for the packed forward (numpy + Python); `embed`, `heads`;
 - every aten op outside those scopes (cat, index, copies, the padded path's mask) as `other torch ops`;
-- `python outside ops`: the profiled wall minus all aten ops' self time (interpreter, hooks' own cost).
+- `python outside ops`: the profiled wall minus the self time of all aten ops and inductor kernels (interpreter,
+  hooks' own cost; compiled: dynamo's guards and wrappers).
 
 A compiled packed forward (`torch.compile` of the token-wise stages, the CPU default) is profiled as it is
 served: module hooks or patched helpers inside the compiled stages would make dynamo recompile or break the
