@@ -48,12 +48,11 @@ from service.training.sequences import SequenceBatch, batched_logprobs, build_ba
 class CgpoTrainer(TrainerBase):
     algorithm = "cgpo"
     needs_reference = True
+    uneven_backwards = True  # under torchrun a rank may draw no prompt of a task, so no forward for its loss
 
     def __init__(self, run: RunConfig, cfg: CgpoConfig, world: World) -> None:
         if run.reward_url is None:
             raise ConfigError("cgpo needs the reward service: give --reward-url http://host:port")
-        if world.size > 1:
-            raise ConfigError("paretorm train cgpo runs as one process for now; start it without torchrun")
         self.cfg = cfg
         super().__init__(run, world)
         service = self.rewards.names[: len(self.rewards.names) - len(self.rules)]
@@ -63,8 +62,9 @@ class CgpoTrainer(TrainerBase):
         if run.eval_prompts is not None:
             self._assign(read_prompts(run.eval_prompts), "--eval-prompts")
         baselines, generated = resolve_baselines(
-            run.prompts, run.out, resume=run.resume, generate=self._greedy
+            run.prompts, run.out, resume=run.resume, generate=self._greedy, write=world.is_main
         )
+        world.barrier()  # rank 0 has written the baselines before anyone can checkpoint or resume
         self.baseline = {id(row): text for row, text in zip(self.prompts, baselines, strict=True)}
         self.generated_baselines = generated
 
@@ -78,13 +78,16 @@ class CgpoTrainer(TrainerBase):
         return tasks  # type: ignore[return-value]
 
     def _greedy(self, indices: list[int]) -> list[str]:
-        """The untrained policy's greedy answers to ``self.prompts[indices]`` (the generated baselines)."""
-        rows = [self.prompts[i] for i in indices]
-        out: list[str] = []
+        """The untrained policy's greedy answers to ``self.prompts[indices]`` (the generated baselines).
+
+        Under torchrun each rank answers its share (`World.shard`) and every rank gets all the answers."""
+        rows = self.world.shard([self.prompts[i] for i in indices])
+        mine: list[str] = []
         for start in range(0, len(rows), 64):
             _, completions, _ = self.rollout(rows[start : start + 64], 1, seed=self.run.seed, greedy=True)
-            out.extend(group[0].text for group in completions)
-        return out
+            mine.extend(group[0].text for group in completions)
+        shares = self.world.gather(mine)  # rank r answered indices r, r + size, ...
+        return [shares[i % self.world.size][i // self.world.size] for i in range(len(indices))]
 
     # -- one step -----------------------------------------------------------------------------------
 
@@ -107,11 +110,13 @@ class CgpoTrainer(TrainerBase):
         record["violation_rate"] = 1.0 - totals["feasible"] / max(totals["samples"], 1)
         record["calibrated/mean"] = totals["calibrated"] / max(totals["samples"], 1)
         started = time.perf_counter()
-        if losses:
-            total = torch.stack(losses).sum()
+        total = torch.stack(losses).sum() if losses else None
+        if total is not None:
             record["loss"] = float(total.detach())
+        updated = self.world.any(total is not None)  # a rank with nothing to learn still joins the average
+        if updated:
             record["grad_norm"] = self.optimizer_step(total)
-        record["cgpo/updated"] = float(bool(losses))  # 0: no task had a sample to learn from this step
+        record["cgpo/updated"] = float(updated)  # 0: no task had a sample to learn from this step
         record["update_s"] = time.perf_counter() - started
         record["sync_s"] = self.finish_update()
         return record
@@ -225,14 +230,12 @@ class CgpoTrainer(TrainerBase):
     # -- evaluation ---------------------------------------------------------------------------------
 
     def evaluate(self, when: str) -> dict[str, Any]:
-        """Per-objective rewards and per-task / per-judge violation rates on ``--eval-prompts``."""
-        rows = read_prompts(self.run.eval_prompts)
+        """Per-objective rewards and per-task / per-judge violation rates on ``--eval-prompts``.
+
+        Under torchrun each rank answers its share of the prompts; rank 0 pools them and writes the record."""
+        rows = self.world.shard(read_prompts(self.run.eval_prompts))
         n, greedy = max(self.run.eval_samples, 1), self.run.eval_samples == 0
-        record: dict[str, Any] = {
-            "when": when,
-            "step": self.start_step if when == "before" else self.run.steps,
-        }
-        values, feasible = [], []
+        mine: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # task -> (verdicts [B, n, J], rewards [B*n, O])
         for task in self.cfg.tasks:
             task_rows = [row for row in rows if self.cfg.task_for(row.task) is task]
             if not task_rows:
@@ -241,16 +244,26 @@ class CgpoTrainer(TrainerBase):
             texts = [[c.text for c in group] for group in completions]
             rewards = self.score(task_rows, completions)
             verdicts = self.feedback.judge(task, [r.as_messages() for r in task_rows], texts, rewards)
+            mine[task.name] = (verdicts, rewards.values.reshape(-1, rewards.values.shape[-1]))
+        shares = self.world.gather(mine)
+        record: dict[str, Any] = {"when": when, "step": self.start_step if when == "before" else self.run.steps}
+        values, feasible = [], []
+        for task in self.cfg.tasks:
+            parts = [share[task.name] for share in shares if task.name in share]
+            if not parts:
+                continue
+            verdicts = np.concatenate([v for v, _ in parts])
             record.update(_judge_metrics(task, verdicts))
-            values.append(rewards.values.reshape(-1, rewards.values.shape[-1]))
+            values.extend(r for _, r in parts)
             feasible.append(verdicts.all(-1).reshape(-1))
         stacked = np.concatenate(values)
         record.update(
             {f"rewards/{name}/mean": float(stacked[:, i].mean()) for i, name in enumerate(self.rewards.names)}
         )
         record["violation_rate"] = 1.0 - float(np.concatenate(feasible).mean())
-        with (self.run.out / "eval.jsonl").open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if self.world.is_main:
+            with (self.run.out / "eval.jsonl").open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
         return record
 
 

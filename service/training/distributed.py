@@ -13,10 +13,13 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -56,21 +59,49 @@ class World:
         return self.wrap(module) if self.active and self.fsdp else module
 
     def mean(self, values: dict[str, float]) -> dict[str, float]:
-        """Average scalar metrics over ranks (same keys on every rank)."""
-        if not self.active or not values:
-            return values
-        keys = sorted(values)
-        tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-        dist.all_reduce(tensor)
-        return {k: float(v) / self.size for k, v in zip(keys, tensor.tolist(), strict=True)}
+        """Average scalar metrics over the ranks that report each one.
 
-    def gather(self, value: str) -> list[str]:
-        """Every rank's ``value``, in rank order (one element when not distributed)."""
+        Ranks may report different keys (a CGPO rank that drew no prompt of a task logs nothing for it), so
+        the union of the keys is gathered first and each key is averaged over the ranks that have it.
+        """
+        if not self.active:
+            return values
+        keys = sorted(set().union(*self.gather(sorted(values))))
+        sums = torch.tensor([[float(values.get(k, 0.0)), float(k in values)] for k in keys], dtype=torch.float64)
+        dist.all_reduce(sums)
+        return {k: float(total) / count for k, (total, count) in zip(keys, sums.tolist(), strict=True) if count}
+
+    def gather(self, value: T) -> list[T]:
+        """Every rank's ``value`` (picklable), in rank order (one element when not distributed)."""
         if not self.active:
             return [value]
-        values: list[str] = [""] * self.size
+        values: list[Any] = [None] * self.size
         dist.all_gather_object(values, value)
         return values
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is true on any rank."""
+        if not self.active:
+            return flag
+        tensor = torch.tensor([float(flag)])
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
+    def average_gradients(self, parameters: list[nn.Parameter]) -> None:
+        """Average ``parameters``' gradients over ranks by hand; a rank without a gradient counts zeros.
+
+        For trainers whose ranks make different numbers of forwards and backwards in a step (CGPO: each
+        task's loss needs its own forward, and a rank may draw no prompt of a task). DDP cannot serve them:
+        its reducer all-reduces at each synced backward and re-broadcasts buffers at forwards, collectives
+        every rank must make equally often. Such trainers train the bare module and call this once per step.
+        """
+        if not self.active:
+            return
+        for p in parameters:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            dist.all_reduce(p.grad)
+            p.grad.div_(self.size)
 
     def barrier(self) -> None:
         if self.active:

@@ -48,6 +48,9 @@ class TrainerBase:
     needs_reference = False
     rollout_during_training = True
     """False for offline trainers (MODPO, MAPL): the rollout engine is built on first use (evaluation)."""
+    uneven_backwards = False
+    """True where ranks may run different numbers of forwards and backwards in a step (CGPO's tasks): the
+    bare module is trained, not DDP's wrapper, and `optimizer_step` averages the gradients over ranks."""
 
     def __init__(self, run: RunConfig, world: World) -> None:
         self.run, self.world = run, world
@@ -67,7 +70,7 @@ class TrainerBase:
         self.policy.model.train()
         self.reference = self._reference(source) if self.needs_reference else None
         self.extra = self.build_extra_modules()
-        self.model = world.wrap(self.trainable())
+        self.model = self.trainable() if self.uneven_backwards else world.wrap(self.trainable())
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad], lr=run.learning_rate,
             weight_decay=run.weight_decay,
@@ -242,6 +245,8 @@ class TrainerBase:
         if loss is not None:
             loss.backward()
         params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.uneven_backwards:
+            self.world.average_gradients(params)
         norm = torch.nn.utils.clip_grad_norm_(params, self.run.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
