@@ -54,19 +54,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    import os
+    from service.openmp import apply_serving_omp_env
 
-    # Before torch loads libgomp (it reads this once): OpenMP workers that sleep instead of spinning when a
-    # parallel region ends. The model's threads share the cores with the event loop, the tokenizer and, on
-    # shared hosts, other processes; spinning workers then steal the time the one doing work needs. Measured
-    # on a 2-core AMD EPYC (AVX512-BF16) under load ~6: one tiny-model item 600-930 ms of compute with the
-    # default policy, 11-23 ms with PASSIVE (1 thread: 12-22 ms). A short spin before sleeping (libgomp's
-    # GOMP_SPINCOUNT; PASSIVE alone spins 0) bridges the microseconds between one op and the next: bench
-    # model, lone request, same 2-core AMD EPYC, compute p50 58 ms PASSIVE, 37 ms with 10 000 spins (ACTIVE:
-    # 42 ms); with two CPU-burning processes beside it 120-122 vs 89-105 ms; 32 x 1 throughput 32.0-32.2 vs
-    # 32.5-34.7 items/s. An operator's own settings win.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+    apply_serving_omp_env()
     from pydantic import ValidationError
 
     from service.server import serve
@@ -98,6 +88,9 @@ def _run_augment(rest: list[str]) -> int:
 
 
 def _run_bench(rest: list[str]) -> int:
+    from service.openmp import apply_serving_omp_env
+
+    apply_serving_omp_env()  # the in-process rows run with the server's OpenMP settings, like for like
     from service.bench.cli import main as bench_main
 
     return int(bench_main(rest) or 0)

@@ -8,19 +8,24 @@ the *scheduled* send time, so a server that falls behind shows it (no coordinate
 Every answer is checked (`Target.validate`): a run that gets errors or answers missing what was asked
 reports them instead of a flattering number. A target is plain data — the path, how to build a body
 from work units, and how to check the answer — so one generator drives the service, vLLM and the floor.
+Requests go through `rawload.RawClient` (keep-alive HTTP/1.1 over asyncio streams), not httpx: the client
+runs on the cores the servers use, and httpx's CPU per request was taken from whichever server was measured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
 import numpy as np
+
+from service.bench.rawload import RawClient
 
 
 @dataclass(frozen=True)
@@ -66,22 +71,27 @@ def _chunks(units: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [units[i : i + size] for i in range(0, len(units), size)]
 
 
-async def _send(client: httpx.AsyncClient, target: Target, chunk: Sequence[Any], result: LoadResult) -> bool:
+async def _send(client: RawClient, target: Target, chunk: Sequence[Any], result: LoadResult) -> bool:
     try:
-        response = await client.post(target.base_url + target.path, json=target.body(chunk))
-        if response.status_code != 200:
-            raise ValueError(f"HTTP {response.status_code}: {response.text[:300]}")
-        target.validate(response.json(), target.count(chunk))
+        status, answer = await client.post_json(target.path, json.dumps(target.body(chunk)).encode())
+        if status != 200:
+            raise ValueError(f"HTTP {status}: {answer[:300].decode(errors='replace')}")
+        target.validate(json.loads(answer), target.count(chunk))
         return True
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, KeyError,
+            TypeError) as error:  # fmt: skip
         result.errors += 1
         result.first_error = result.first_error or f"{type(error).__name__}: {error}"
         return False
 
 
-def _client(connections: int, timeout_s: float) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(limits=limits, timeout=timeout_s)
+@contextlib.contextmanager
+def _client(target: Target, timeout_s: float) -> Iterator[RawClient]:
+    client = RawClient(target.base_url, timeout_s)
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 async def closed_loop(
@@ -100,7 +110,7 @@ async def closed_loop(
     """
     requests = _chunks(units, per_request)
     result = LoadResult()
-    async with _client(concurrency, timeout_s) as client:
+    with _client(target, timeout_s) as client:
         if warmup:
             warm = LoadResult()
             warm_chunks = _chunks(warmup, per_request)[:concurrency]
@@ -132,7 +142,6 @@ async def open_loop(
     duration_s: float,
     seed: int,
     timeout_s: float = 300.0,
-    max_connections: int = 512,
 ) -> LoadResult:
     """One unit per request at Poisson arrival times (rate `rate_per_s`) for `duration_s` seconds."""
     rng = random.Random(seed)
@@ -144,7 +153,7 @@ async def open_loop(
             break
         times.append(t)
     result = LoadResult()
-    async with _client(max_connections, timeout_s) as client:
+    with _client(target, timeout_s) as client:
         started = time.perf_counter()
 
         async def one(index: int, at: float) -> None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from service.bench.processes import MALLOC_ENV, ChildServer, free_port
+from service.openmp import without_serving_omp_env
 
 VLLM_SERVED_NAME = "rm"
 
@@ -136,7 +137,7 @@ def vllm_server(
         "--served-model-name",
         VLLM_SERVED_NAME,
     ]
-    env = {**os.environ, **vllm_env()}
+    env = {**without_serving_omp_env(dict(os.environ)), **vllm_env()}  # vLLM with its own OpenMP defaults
     return ChildServer("vllm", command, port=port, health_path="/health", env=env, log_path=logs / "vllm.log")
 
 

@@ -107,3 +107,78 @@ def test_ratios_report_missing_operands_with_the_reason() -> None:
         ratios["http_32x1 / vllm_classify_32x1"] == "not run (vllm_classify_32x1: not run (--no-vllm given))"
     )
     assert ratios["http_32x1 / naive_32x1"].startswith("not run (naive_32x1: no result")
+
+
+def test_serving_openmp_settings_leave_the_operators_and_stay_out_of_vllms_env(monkeypatch) -> None:
+    import os
+
+    from service.openmp import OMP_DEFAULTS_MARK, SERVING_OMP_ENV, apply_serving_omp_env, without_serving_omp_env
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the operator's
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv(OMP_DEFAULTS_MARK, raising=False)
+    apply_serving_omp_env()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["GOMP_SPINCOUNT"] == SERVING_OMP_ENV["GOMP_SPINCOUNT"]
+    child = without_serving_omp_env(dict(os.environ))
+    assert child["OMP_WAIT_POLICY"] == "ACTIVE" and "GOMP_SPINCOUNT" not in child and OMP_DEFAULTS_MARK not in child
+    apply_serving_omp_env()  # a paretorm child of the bench: nothing more added, the mark kept
+    assert os.environ[OMP_DEFAULTS_MARK] == "GOMP_SPINCOUNT"
+
+
+def test_load_generator_checks_every_answer_over_raw_keep_alive_http() -> None:
+    """`loadgen` through `rawload.RawClient` against a bare asyncio HTTP server: Content-Length and chunked
+    answers are read whole and validated, connections are reused, and a 500's body reaches the error."""
+    import asyncio
+    import json
+
+    from service.bench.loadgen import Target, closed_loop, open_loop
+
+    connections = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the client closed its connection
+                break
+            lines = head.lower().split(b"\r\n")
+            length = int(next(line.split(b":")[1] for line in lines if line.startswith(b"content-length")))
+            items = json.loads(await reader.readexactly(length))["items"]
+            if items == ["boom"]:
+                body = b"model exploded"
+                writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            elif len(items) % 2:  # odd-sized requests are answered chunked, in two chunks
+                body = json.dumps({"results": items}).encode()
+                half = len(body) // 2
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n"
+                             % (half, body[:half], len(body) - half, body[half:]))  # fmt: skip
+            else:
+                body = json.dumps({"results": items}).encode()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            await writer.drain()
+        writer.close()
+
+    def validate(answer: dict, expected: int) -> None:
+        if len(answer["results"]) != expected:
+            raise ValueError(f"{len(answer['results'])} results for {expected} items")
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        target = Target("echo", url, "/score", lambda units: {"items": list(units)}, len, validate)
+        async with server:
+            done = await closed_loop(target, [f"item {i}" for i in range(40)], concurrency=4, per_request=2)
+            assert (done.items, done.requests, done.errors) == (40, 20, 0)
+            chunked = await closed_loop(target, [f"item {i}" for i in range(9)], concurrency=3, per_request=3)
+            assert (chunked.items, chunked.errors) == (9, 0)
+            failed = await closed_loop(target, ["boom"], concurrency=1, per_request=1)
+            assert failed.errors == 1 and "model exploded" in (failed.first_error or "")
+            assert connections <= 4 + 3 + 1  # each closed loop reused its connections
+            opened = await open_loop(target, ["x"], rate_per_s=200, duration_s=0.2, seed=0)
+            assert opened.errors == 0 and opened.items == opened.requests > 0
+
+    asyncio.run(main())
