@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--latency-seconds", type=float, default=8.0, help="open-loop seconds per latency point (8)"
     )
+    p.add_argument(
+        "--paired-rounds", type=int, default=6,
+        help="alternating rounds of paretorm and vLLM for the paired ratios (6; 0: none)",
+    )
     p.add_argument("--no-vllm", dest="vllm", action="store_false", help="skip vLLM (its rows say 'not run')")
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
@@ -98,6 +102,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         args.latency_seconds = 1.0
         args.batch_clients, args.batch_size = 2, 16
         args.concurrency = min(args.concurrency, 16)
+        args.paired_rounds = min(args.paired_rounds, 2)
     for name in (
         "items",
         "concurrency",
@@ -109,6 +114,8 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
     ):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
+    if args.paired_rounds < 0:
+        raise ValueError(f"--paired-rounds must be >= 0 (got {args.paired_rounds})")
     if args.shared_tokens < 16:
         raise ValueError(
             f"--shared-tokens must be >= 16 (got {args.shared_tokens}): the chat template alone needs ~10"
@@ -127,6 +134,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         long_tail=args.long_tail,
         latency_loads=args.latency_loads,
         latency_seconds=args.latency_seconds,
+        paired_rounds=args.paired_rounds,
         vllm=args.vllm,
         seed=args.seed,
         quick=args.quick,

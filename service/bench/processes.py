@@ -137,6 +137,22 @@ class ChildServer:
             pass
 
 
+def group_cpu_seconds(groups: set[int]) -> float:
+    """CPU seconds (user + system) used so far by every live process in the process groups `groups`."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) in groups:  # state, ppid, pgrp, ...
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 class ProcessSet:
     """The children of one run; `stop_all` is idempotent and also registered with `atexit`."""
 
@@ -152,6 +168,25 @@ class ProcessSet:
         child.stop()
         if child in self._children:
             self._children.remove(child)
+
+    def settle(self, *, idle_cores: float = 0.1, window_s: float = 0.25, timeout_s: float = 5.0) -> float:
+        """Wait until the children together use less than `idle_cores` (over `window_s`); the seconds waited.
+
+        vLLM's CPU server keeps about one core busy for ~1 s after its load ends (sampled each second after
+        a 32 x 1 run: 0.99 cores, then 0.01; paretorm 0.01 at once; 2-core Intel Xeon AMX-BF16), so whatever
+        is measured right after it runs on one core for that second: paretorm's GRPO rounds that followed a
+        vLLM round ran at 45-50 items/s, those that did not at 72-82. Call it before such a measurement.
+        """
+        if not os.path.isdir("/proc"):
+            return 0.0
+        groups = {child.process.pid for child in self._children if child.process is not None}
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            before = group_cpu_seconds(groups)
+            time.sleep(window_s)
+            if group_cpu_seconds(groups) - before < idle_cores * window_s:
+                break
+        return time.monotonic() - started
 
     def stop_all(self) -> None:
         while self._children:

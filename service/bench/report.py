@@ -89,6 +89,13 @@ def format_table(result: dict[str, Any]) -> str:
         "ratios",
     ]
     lines += [f"  {name:44s} {value}" for name, value in result["ratios"].items()]
+    lines += ["", "paired ratios (alternating rounds, fresh items: median of the A B B A two-round means [round min - max])"]
+    paired = result.get("paired", {})
+    if "status" in paired:
+        lines.append(f"  {paired['status']}")
+    for name, row in paired.items():
+        if isinstance(row, dict):
+            lines.append(f"  {name:44s} {row['median']} [{row['min']} - {row['max']}] over {row['rounds']} rounds")
     lines += ["", "latency (open loop, single-item requests)"]
     for engine, points in result["latency"].items():
         if isinstance(points, dict):

@@ -15,7 +15,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from service.bench import scenarios_inprocess as inproc
 from service.bench import servers
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
 from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet, tune_own_malloc
+from service.bench.paired import Pairing, Side, paired_ratios
 from service.bench.scenarios_http import latency_points, throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
 from service.bench.workload import WorkloadSource, conversation, flatten_groups, rendered_texts
@@ -48,6 +49,7 @@ class BenchConfig:
     long_tail: int
     latency_loads: tuple[float, ...]
     latency_seconds: float
+    paired_rounds: int
     vllm: bool
     seed: int
     quick: bool
@@ -238,6 +240,7 @@ def _run(
             s[key] = not_run(str(backend_reason))
     else:
         say(f"paretorm --backend vllm over HTTP: {single}, GRPO groups")
+        children.settle()  # vLLM's server, measured just before, spins on for a second
         s[backend_keys[0]] = throughput(
             paretorm_items(backend.url, objectives, "paretorm-vllm-backend"),
             chat["backend"],
@@ -252,6 +255,12 @@ def _run(
             per_request=1,
             warmup=grpo_warm,
         )
+    paired: dict[str, Any] = not_run(str(vllm_reason)) if vllm is None else not_run("--paired-rounds 0")
+    if vllm is not None and cfg.paired_rounds:
+        say(f"paired ratios: {cfg.paired_rounds} alternating rounds of paretorm and vLLM on fresh items")
+        pairings = _pairings(cfg, source, tokenizer, service, vllm, backend)
+        paired = paired_ratios(pairings, cfg.paired_rounds, settle=children.settle)
+    if backend is not None:
         children.stop(backend)
     for engine, key in (("paretorm", f"http_{single}"), ("vllm", vllm_keys[0])):
         if "items_per_s" in s[key]:  # the headline row is the sweep's top point
@@ -262,6 +271,7 @@ def _run(
         f"latency at {list(cfg.latency_loads)} of max throughput "
         f"(open loop, {cfg.latency_seconds:.0f} s per point)"
     )
+    children.settle()
     latency["paretorm"] = _latency(items_target, s[f"http_{single}"], source, cfg, lambda items: items)
     if vllm is not None:
         target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
@@ -287,9 +297,45 @@ def _run(
             },
         ),
         "scenarios": s,
+        "paired": paired,
         "concurrency_sweep": sweep,
         "latency": latency,
     }
+
+
+def _pairings(
+    cfg: BenchConfig, source: WorkloadSource, tokenizer: Any, service: ChildServer, vllm: ChildServer,
+    backend: ChildServer | None,
+) -> list[Pairing]:
+    """The goal ratios of issue 15 as pairings: 32 x 1, 4 x 64 and GRPO against vLLM's server, and
+    `--backend vllm` against it when that server is up. Every round draws fresh traffic from `source`."""
+    c, bc, bs, objectives = cfg.concurrency, cfg.batch_clients, cfg.batch_size, cfg.shape.objectives
+    chat_items, grpo_prompts = max(4 * c, cfg.items // 2), max(2, cfg.grpo_prompts // 4)
+    grpo_clients = max(1, 64 // cfg.grpo_group)
+    vllm_target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
+
+    def grpo() -> list[Any]:
+        return source.grpo(grpo_prompts, cfg.grpo_group, cfg.shared_tokens)
+
+    def texts(items: Sequence[Any]) -> list[str]:
+        return rendered_texts(tokenizer, items)
+
+    theirs_single = Side(vllm_target, lambda: texts(source.chat(chat_items)), c, 1)
+    pairings = [
+        Pairing(f"http_{c}x1 / vllm_classify_{c}x1",
+                Side(paretorm_items(service.url, objectives), lambda: source.chat(chat_items), c, 1), theirs_single),
+        Pairing(f"http_{bc}x{bs} / vllm_classify_{bc}x{bs}",
+                Side(paretorm_items(service.url, objectives), lambda: source.chat(bc * bs), bc, bs),
+                Side(vllm_target, lambda: texts(source.chat(bc * bs)), bc, bs)),
+        Pairing("grpo_http_groups / vllm_grpo_items",
+                Side(paretorm_groups(service.url, objectives), grpo, grpo_clients, 1),
+                Side(vllm_target, lambda: texts(flatten_groups(grpo())), c, 1)),
+    ]  # fmt: skip
+    if backend is not None:
+        backend_target = paretorm_items(backend.url, objectives, "paretorm-vllm-backend")
+        pairings.append(Pairing(f"http_vllm_backend_{c}x1 / vllm_classify_{c}x1",
+                                Side(backend_target, lambda: source.chat(chat_items), c, 1), theirs_single))  # fmt: skip
+    return pairings
 
 
 def _ready_or_dropped(

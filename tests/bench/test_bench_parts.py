@@ -81,6 +81,27 @@ def test_process_set_stops_children_and_grandchildren(tmp_path: Path) -> None:
     assert not _alive(grandchild)
 
 
+def test_settle_waits_while_a_childs_grandchild_burns_cpu_and_not_once_it_sleeps(tmp_path: Path) -> None:
+    """Like vLLM's engine process after a load: a grandchild spins for ~1.5 s, then sleeps."""
+    flag = tmp_path / "spinning"
+    spinner = tmp_path / "spinner.py"
+    spinner.write_text(f"import time\nopen({str(flag)!r}, 'w').close()\nend = time.monotonic() + 1.5\n"
+                       "while time.monotonic() < end:\n    pass\ntime.sleep(60)\n")  # fmt: skip
+    script = f"import subprocess, sys, time; subprocess.Popen([sys.executable, {str(spinner)!r}]); time.sleep(60)"
+    with ProcessSet() as children:
+        child = children.add(ChildServer("spinner", [sys.executable, "-c", script], port=1, health_path="/",
+                                         env=dict(os.environ), log_path=tmp_path / "log"))  # fmt: skip
+        child.start()
+        deadline = time.monotonic() + 20
+        while not flag.exists():
+            assert time.monotonic() < deadline, "the grandchild never started spinning"
+            time.sleep(0.01)
+        waited = children.settle(timeout_s=10.0)
+        assert 0.7 < waited < 5.0  # the spin's rest, counted in the child's process group
+        assert children.settle(timeout_s=10.0) < 0.6  # asleep: one window
+    assert children.settle() < 0.6  # no children left
+
+
 def _alive(pid: int) -> bool:
     """Running or sleeping; a zombie (dead, waiting for a reaper that this container may not have) is not."""
     deadline = time.monotonic() + 5
@@ -182,3 +203,27 @@ def test_load_generator_checks_every_answer_over_raw_keep_alive_http() -> None:
             assert opened.errors == 0 and opened.items == opened.requests > 0
 
     asyncio.run(main())
+
+
+def test_paired_rounds_alternate_and_cancel_a_drifting_host() -> None:
+    """The host slows down 10 % per measurement while paretorm is truly 1.2x vLLM: one round's ratio says
+    1.2 / 0.9 or 1.2 x 0.9 depending on who went first; the A B B A pairs of rounds say 1.2."""
+    from service.bench.loadgen import Target
+    from service.bench.paired import Pairing, Side, paired_ratios
+
+    def target(name: str) -> Target:
+        return Target(name, "http://127.0.0.1:1", "/x", lambda units: {}, len, lambda answer, n: None)
+
+    ours, theirs = Side(target("paretorm"), list, 32, 1), Side(target("vllm"), list, 32, 1)
+    calls: list[str] = []
+
+    def measure(side: Side) -> float:
+        calls.append(side.target.name)
+        speed = 0.9 ** (len(calls) - 1)  # the host's drift
+        return (60.0 if side is ours else 50.0) * speed
+
+    result = paired_ratios([Pairing("ours / theirs", ours, theirs)], rounds=6, measure=measure)["ours / theirs"]
+    assert calls == ["paretorm", "vllm", "vllm", "paretorm"] * 3  # the order alternates round by round
+    assert result["median"] == pytest.approx(1.2, rel=1e-3)
+    assert result["min"] == pytest.approx(1.2 * 0.9, rel=1e-3) and result["max"] == pytest.approx(1.2 / 0.9, rel=1e-3)
+    assert len(result["ours_items_per_s"]) == len(result["theirs_items_per_s"]) == 6
