@@ -15,11 +15,10 @@ runs on the cores the servers use, and httpx's CPU per request was taken from wh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,15 +84,6 @@ async def _send(client: RawClient, target: Target, chunk: Sequence[Any], result:
         return False
 
 
-@contextlib.contextmanager
-def _client(target: Target, timeout_s: float) -> Iterator[RawClient]:
-    client = RawClient(target.base_url, timeout_s)
-    try:
-        yield client
-    finally:
-        client.close()
-
-
 async def closed_loop(
     target: Target,
     units: Sequence[Any],
@@ -110,7 +100,7 @@ async def closed_loop(
     """
     requests = _chunks(units, per_request)
     result = LoadResult()
-    with _client(target, timeout_s) as client:
+    with RawClient(target.base_url, timeout_s) as client:
         if warmup:
             warm = LoadResult()
             warm_chunks = _chunks(warmup, per_request)[:concurrency]
@@ -153,7 +143,7 @@ async def open_loop(
             break
         times.append(t)
     result = LoadResult()
-    with _client(target, timeout_s) as client:
+    with RawClient(target.base_url, timeout_s) as client:
         started = time.perf_counter()
 
         async def one(index: int, at: float) -> None:

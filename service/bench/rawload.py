@@ -152,6 +152,12 @@ class RawClient:
             conn.close()
         self._pool.idle.clear()
 
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 class _Worker:
     """One process's share of the schedule, over its own pool of keep-alive connections."""

@@ -89,7 +89,8 @@ def format_table(result: dict[str, Any]) -> str:
         "ratios",
     ]
     lines += [f"  {name:44s} {value}" for name, value in result["ratios"].items()]
-    lines += ["", "paired ratios (alternating rounds, fresh items: median of the A B B A two-round means [round min - max])"]
+    lines += ["", "paired ratios (alternating rounds on fresh items: median of the A B B A two-round means "
+              "[the rounds' min - max])"]
     paired = result.get("paired", {})
     if "status" in paired:
         lines.append(f"  {paired['status']}")

@@ -25,8 +25,8 @@ import torch
 from service.bench import scenarios_inprocess as inproc
 from service.bench import servers
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
-from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet, tune_own_malloc
 from service.bench.paired import Pairing, Side, paired_ratios
+from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet, tune_own_malloc
 from service.bench.scenarios_http import latency_points, throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
 from service.bench.workload import WorkloadSource, conversation, flatten_groups, rendered_texts
@@ -121,7 +121,7 @@ def _run(
     grpo = source.grpo(cfg.grpo_prompts, cfg.grpo_group, cfg.shared_tokens)
     long_tail = source.long_tail(cfg.long_tail)
     grpo_warm = source.grpo(1, cfg.grpo_group, cfg.shared_tokens)  # never timed: keeps caches honest
-    grpo_clients = max(1, 64 // cfg.grpo_group)  # a GRPO step in flight: ~64 conversations
+    grpo_clients = _grpo_clients(cfg)
 
     say("fp32 exactness check (prompt sharing on vs off) while the servers load")
     exactness = inproc.exactness_fp32(model_dir, grpo[: max(1, min(4, len(grpo)))])
@@ -303,6 +303,11 @@ def _run(
     }
 
 
+def _grpo_clients(cfg: BenchConfig) -> int:
+    """Clients of the GRPO rows, one group each: a GRPO step in flight is ~64 conversations."""
+    return max(1, 64 // cfg.grpo_group)
+
+
 def _pairings(
     cfg: BenchConfig, source: WorkloadSource, tokenizer: Any, service: ChildServer, vllm: ChildServer,
     backend: ChildServer | None,
@@ -311,7 +316,7 @@ def _pairings(
     `--backend vllm` against it when that server is up. Every round draws fresh traffic from `source`."""
     c, bc, bs, objectives = cfg.concurrency, cfg.batch_clients, cfg.batch_size, cfg.shape.objectives
     chat_items, grpo_prompts = max(4 * c, cfg.items // 2), max(2, cfg.grpo_prompts // 4)
-    grpo_clients = max(1, 64 // cfg.grpo_group)
+    grpo_clients = _grpo_clients(cfg)
     vllm_target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
 
     def grpo() -> list[Any]:
@@ -333,8 +338,8 @@ def _pairings(
     ]  # fmt: skip
     if backend is not None:
         backend_target = paretorm_items(backend.url, objectives, "paretorm-vllm-backend")
-        pairings.append(Pairing(f"http_vllm_backend_{c}x1 / vllm_classify_{c}x1",
-                                Side(backend_target, lambda: source.chat(chat_items), c, 1), theirs_single))  # fmt: skip
+        ours_backend = Side(backend_target, lambda: source.chat(chat_items), c, 1)
+        pairings.append(Pairing(f"http_vllm_backend_{c}x1 / vllm_classify_{c}x1", ours_backend, theirs_single))
     return pairings
 
 
