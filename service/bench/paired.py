@@ -15,10 +15,16 @@ import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from service.bench.loadgen import Target
 from service.bench.scenarios_http import throughput
+from service.bench.servers import VLLM_SERVED_NAME
+from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
+from service.bench.workload import WorkloadSource, flatten_groups, rendered_texts
+
+if TYPE_CHECKING:
+    from service.bench.runner import BenchConfig
 
 
 @dataclass(frozen=True)
@@ -73,3 +79,42 @@ def paired_ratios(
             "theirs_items_per_s": [round(x, 1) for x in theirs],
         }
     return out
+
+
+def grpo_client_count(group: int) -> int:
+    """Clients of the GRPO rows, one group each: a GRPO step in flight is ~64 conversations."""
+    return max(1, 64 // group)
+
+
+def goal_pairings(
+    cfg: BenchConfig, source: WorkloadSource, tokenizer: Any, service_url: str, vllm_url: str, backend_url: str | None
+) -> list[Pairing]:
+    """The goal ratios of issue 15 as pairings: 32 x 1, 4 x 64 and GRPO against vLLM's server, and
+    `--backend vllm` against it when that server is up. Every round draws fresh traffic from `source`."""
+    c, bc, bs, objectives = cfg.concurrency, cfg.batch_clients, cfg.batch_size, cfg.shape.objectives
+    chat_items, grpo_prompts = max(4 * c, cfg.items // 2), max(2, cfg.grpo_prompts // 4)
+    grpo_clients = grpo_client_count(cfg.grpo_group)
+    vllm_target = vllm_classify(vllm_url, objectives, VLLM_SERVED_NAME)
+
+    def grpo() -> list[Any]:
+        return source.grpo(grpo_prompts, cfg.grpo_group, cfg.shared_tokens)
+
+    def texts(items: Sequence[Any]) -> list[str]:
+        return rendered_texts(tokenizer, items)
+
+    theirs_single = Side(vllm_target, lambda: texts(source.chat(chat_items)), c, 1)
+    pairings = [
+        Pairing(f"http_{c}x1 / vllm_classify_{c}x1",
+                Side(paretorm_items(service_url, objectives), lambda: source.chat(chat_items), c, 1), theirs_single),
+        Pairing(f"http_{bc}x{bs} / vllm_classify_{bc}x{bs}",
+                Side(paretorm_items(service_url, objectives), lambda: source.chat(bc * bs), bc, bs),
+                Side(vllm_target, lambda: texts(source.chat(bc * bs)), bc, bs)),
+        Pairing("grpo_http_groups / vllm_grpo_items",
+                Side(paretorm_groups(service_url, objectives), grpo, grpo_clients, 1),
+                Side(vllm_target, lambda: texts(flatten_groups(grpo())), c, 1)),
+    ]  # fmt: skip
+    if backend_url is not None:
+        backend_target = paretorm_items(backend_url, objectives, "paretorm-vllm-backend")
+        ours_backend = Side(backend_target, lambda: source.chat(chat_items), c, 1)
+        pairings.append(Pairing(f"http_vllm_backend_{c}x1 / vllm_classify_{c}x1", ours_backend, theirs_single))
+    return pairings

@@ -15,7 +15,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ import torch
 from service.bench import scenarios_inprocess as inproc
 from service.bench import servers
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
-from service.bench.paired import Pairing, Side, paired_ratios
+from service.bench.paired import goal_pairings, grpo_client_count, paired_ratios
 from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet, tune_own_malloc
 from service.bench.scenarios_http import latency_points, throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
@@ -121,7 +121,7 @@ def _run(
     grpo = source.grpo(cfg.grpo_prompts, cfg.grpo_group, cfg.shared_tokens)
     long_tail = source.long_tail(cfg.long_tail)
     grpo_warm = source.grpo(1, cfg.grpo_group, cfg.shared_tokens)  # never timed: keeps caches honest
-    grpo_clients = _grpo_clients(cfg)
+    grpo_clients = grpo_client_count(cfg.grpo_group)
 
     say("fp32 exactness check (prompt sharing on vs off) while the servers load")
     exactness = inproc.exactness_fp32(model_dir, grpo[: max(1, min(4, len(grpo)))])
@@ -258,7 +258,7 @@ def _run(
     paired: dict[str, Any] = not_run(str(vllm_reason)) if vllm is None else not_run("--paired-rounds 0")
     if vllm is not None and cfg.paired_rounds:
         say(f"paired ratios: {cfg.paired_rounds} alternating rounds of paretorm and vLLM on fresh items")
-        pairings = _pairings(cfg, source, tokenizer, service, vllm, backend)
+        pairings = goal_pairings(cfg, source, tokenizer, service.url, vllm.url, backend and backend.url)
         paired = paired_ratios(pairings, cfg.paired_rounds, settle=children.settle)
     if backend is not None:
         children.stop(backend)
@@ -301,46 +301,6 @@ def _run(
         "concurrency_sweep": sweep,
         "latency": latency,
     }
-
-
-def _grpo_clients(cfg: BenchConfig) -> int:
-    """Clients of the GRPO rows, one group each: a GRPO step in flight is ~64 conversations."""
-    return max(1, 64 // cfg.grpo_group)
-
-
-def _pairings(
-    cfg: BenchConfig, source: WorkloadSource, tokenizer: Any, service: ChildServer, vllm: ChildServer,
-    backend: ChildServer | None,
-) -> list[Pairing]:
-    """The goal ratios of issue 15 as pairings: 32 x 1, 4 x 64 and GRPO against vLLM's server, and
-    `--backend vllm` against it when that server is up. Every round draws fresh traffic from `source`."""
-    c, bc, bs, objectives = cfg.concurrency, cfg.batch_clients, cfg.batch_size, cfg.shape.objectives
-    chat_items, grpo_prompts = max(4 * c, cfg.items // 2), max(2, cfg.grpo_prompts // 4)
-    grpo_clients = _grpo_clients(cfg)
-    vllm_target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
-
-    def grpo() -> list[Any]:
-        return source.grpo(grpo_prompts, cfg.grpo_group, cfg.shared_tokens)
-
-    def texts(items: Sequence[Any]) -> list[str]:
-        return rendered_texts(tokenizer, items)
-
-    theirs_single = Side(vllm_target, lambda: texts(source.chat(chat_items)), c, 1)
-    pairings = [
-        Pairing(f"http_{c}x1 / vllm_classify_{c}x1",
-                Side(paretorm_items(service.url, objectives), lambda: source.chat(chat_items), c, 1), theirs_single),
-        Pairing(f"http_{bc}x{bs} / vllm_classify_{bc}x{bs}",
-                Side(paretorm_items(service.url, objectives), lambda: source.chat(bc * bs), bc, bs),
-                Side(vllm_target, lambda: texts(source.chat(bc * bs)), bc, bs)),
-        Pairing("grpo_http_groups / vllm_grpo_items",
-                Side(paretorm_groups(service.url, objectives), grpo, grpo_clients, 1),
-                Side(vllm_target, lambda: texts(flatten_groups(grpo())), c, 1)),
-    ]  # fmt: skip
-    if backend is not None:
-        backend_target = paretorm_items(backend.url, objectives, "paretorm-vllm-backend")
-        ours_backend = Side(backend_target, lambda: source.chat(chat_items), c, 1)
-        pairings.append(Pairing(f"http_vllm_backend_{c}x1 / vllm_classify_{c}x1", ours_backend, theirs_single))
-    return pairings
 
 
 def _ready_or_dropped(
