@@ -126,14 +126,13 @@ class RawClient:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme != "http" or parts.hostname is None or parts.port is None:
             raise ValueError(f"RawClient speaks plain http to host:port, not {base_url!r}")
-        self.timeout_s = timeout_s
-        self._pool = _Worker(parts.hostname, parts.port, timeout_s)
+        self._pool = _Worker(parts.hostname, parts.port, timeout_s)  # its connection pool and timeout
 
     async def post_json(self, path: str, body: bytes) -> tuple[int, bytes]:
         """(status, body) of one POST; raises OSError / TimeoutError / IncompleteReadError on a broken answer."""
         conn = await self._pool.connection()
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(self._pool.timeout_s):
                 conn.writer.write(request_bytes(path, body, {"Content-Type": "application/json"}))
                 await conn.writer.drain()
                 status, _, keep, answer = await read_answer(conn.reader)
