@@ -12,7 +12,8 @@ and oneDNN pays a primitive-cache miss per new GEMM shape (~12.7 ms per batch on
 replaying the same batches would hide.
 
 `--profile` adds a per-op breakdown (`op_profile`) of steady-state batches at each `--batch` size, packed
-and padded, and prints it as a markdown table on stderr (the README's profile table is this output).
+and padded, and of GRPO batches (2 groups, prompt sharing on and off), and prints it as a markdown table on
+stderr (the README's profile tables are this output).
 `--compile` decides as `paretorm serve` does (`auto`: compiled on CPUs), so the packed rows and the packed
 profile are of the forward the service would run; `off` gives the eager packed forward.
 
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
                               "dtype": args.dtype, "peak_tflops": peak, "build_s": round(built_s, 1),
                               "forward": backends[True].forward, "rows": {}}
     if args.profile or args.profile_only:
-        result["profile"] = _profile(backends, args, shape, rng, say)
+        result["profile"] = _profile(model, backends, args, shape, rng, say)
     if args.levers:
         from service.bench.engine_levers import compare_levers
 
@@ -193,9 +194,10 @@ def _grpo(rng: random.Random, shape: Shape, args: argparse.Namespace) -> list[An
     return [conversation for group in groups for conversation in group]
 
 
-def _profile(backends: dict[bool, Any], args: argparse.Namespace, shape: Shape, rng: random.Random,
+def _profile(model: Any, backends: dict[bool, Any], args: argparse.Namespace, shape: Shape, rng: random.Random,
              say: Callable[[str], None]) -> dict[str, Any]:
-    """Per-op breakdown of 3 fresh steady-state batches per batch size and forward (after 3 warm-up ones)."""
+    """Per-op breakdown of 3 fresh steady-state batches per batch size and forward, and of GRPO batches of
+    up to 2 groups with sharing on and off (each after 3 warm-up batches)."""
     from service.bench.op_profile import profile_batches
 
     out: dict[str, Any] = {}
@@ -205,7 +207,19 @@ def _profile(backends: dict[bool, Any], args: argparse.Namespace, shape: Shape, 
             say(f"profiling {name}")
             fresh = [_chat(rng, shape, args)[:batch] for _ in range(6)]
             out[name] = profile_batches(backend, fresh[3:], warm=fresh[:3])
+    # GRPO traffic spends its time elsewhere (responses read the whole prompt: attention weighs ~2x more).
+    prompts = min(2, args.grpo_prompts)
+    for share in (True, False):
+        name = f"grpo {prompts}x{args.grpo_group} {'shared' if share else 'unshared'}"
+        say(f"profiling {name}")
+        backend = backends[True] if share else _backend(model, args, share_prompts=False)
+        fresh = [_grpo_batch(rng, shape, args, prompts) for _ in range(6)]
+        out[name] = profile_batches(backend, fresh[3:], warm=fresh[:3])
     return out
+
+
+def _grpo_batch(rng: random.Random, shape: Shape, args: argparse.Namespace, prompts: int) -> list[Any]:
+    return [c for _ in range(prompts) for c in _group(rng, shape, args.shared_tokens, args.grpo_group)]
 
 
 def _random_armorm(shape: Shape, device: Any, dtype: Any, seed: int) -> Any:

@@ -37,7 +37,7 @@ def _profile(tmp_path: Path, compile_forward: str) -> tuple[dict, str]:
     done = subprocess.run(
         [str(Path(sys.executable).with_name("paretorm")), "bench-engine", "--shape", "quick", "--device", "cpu",
          "--dtype", "float32", "--batch", "4", "--items", "8", "--tokens", "60", "--profile-only",
-         "--compile", compile_forward, "--json", str(out)],
+         "--grpo-group", "2", "--shared-tokens", "40", "--compile", compile_forward, "--json", str(out)],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -47,12 +47,15 @@ def _profile(tmp_path: Path, compile_forward: str) -> tuple[dict, str]:
 def test_engine_profile_charges_every_op_to_a_category(tmp_path: Path) -> None:
     """`--profile-only`: per-op breakdown of packed and padded batches; the categories add up to ~the wall."""
     profile, stderr = _profile(tmp_path, "off")
-    assert set(profile) == {"packed 4", "padded 4"}
+    assert set(profile) == {"packed 4", "padded 4", "grpo 2x2 shared", "grpo 2x2 unshared"}
     for name, entry in profile.items():
         ms = entry["ms"]
         assert ms["gemm"] > 0 and ms["norm"] > 0 and ms["rotary"] > 0, (name, ms)
         assert abs(sum(ms.values()) - entry["wall_ms_profiled"]) < 0.25 * entry["wall_ms_profiled"] + 0.5  # medians
     assert profile["packed 4"]["ms"]["layout"] > 0 and profile["padded 4"]["ms"]["layout"] == 0
+    shared, unshared = profile["grpo 2x2 shared"], profile["grpo 2x2 unshared"]
+    assert shared["items_per_batch"] == unshared["items_per_batch"] == 4  # 2 groups of 2 responses
+    assert shared["ms"]["attention sdpa"] + shared["ms"]["attention matmul"] > 0
     assert "| gemm |" in stderr  # the markdown table
 
 
