@@ -97,8 +97,23 @@ def format_table(result: dict[str, Any]) -> str:
     for name, row in paired.items():
         if isinstance(row, dict):
             lines.append(f"  {name:44s} {row['median']} [{row['min']} - {row['max']}] over {row['rounds']} rounds")
-    lines += ["", "latency (open loop, single-item requests)"]
-    for engine, points in result["latency"].items():
+    lines += ["", "latency (open loop, single-item requests, at loads of each engine's own maximum)"]
+    lines += _latency_lines(result["latency"])
+    same = result.get("latency_same_rate", {})
+    base = f" ({same['base_items_per_s']} items/s)" if "base_items_per_s" in same else ""
+    lines += ["", f"latency at the same offered rates for both engines: loads of the slower one's maximum{base}"]
+    lines += _latency_lines(same)
+    lines.append(f"\nwall time {result['meta']['wall_s']} s")
+    return "\n".join(lines)
+
+
+def _latency_lines(section: dict[str, Any]) -> list[str]:
+    if "status" in section:
+        return [f"  {section['status']}"]
+    lines = []
+    for engine, points in section.items():
+        if not isinstance(points, (list, dict)):
+            continue  # the section's own figures (its base rate)
         if isinstance(points, dict):
             lines.append(f"  {engine:9s} {points.get('status')}")
             continue
@@ -110,8 +125,7 @@ def format_table(result: dict[str, Any]) -> str:
                 f"p50 {point['p50_ms']:7.1f} ms  p99 {point['p99_ms']:7.1f} ms"
                 + (f"  ERRORS {point['errors']}" if point["errors"] else "")
             )
-    lines.append(f"\nwall time {result['meta']['wall_s']} s")
-    return "\n".join(lines)
+    return lines
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:

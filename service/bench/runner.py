@@ -9,7 +9,6 @@ stopped in `finally` (and at interpreter exit), and the scratch directory is rem
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import platform
 import shutil
@@ -27,7 +26,7 @@ from service.bench import servers
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
 from service.bench.paired import goal_pairings, grpo_client_count, paired_ratios
 from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet, tune_own_malloc
-from service.bench.scenarios_http import latency_points, throughput
+from service.bench.scenarios_http import latency_points, same_rate_points, throughput, units_needed
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
 from service.bench.workload import WorkloadSource, conversation, flatten_groups, rendered_texts
 from service.scoring.encoding import EncodingPolicy
@@ -280,6 +279,11 @@ def _run(
         )
     else:
         latency["vllm"] = not_run(str(vllm_reason))
+    same_rate: dict[str, Any] = not_run(str(vllm_reason))
+    if vllm is not None:
+        theirs = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
+        headlines = (s[f"http_{single}"], s[vllm_keys[0]])
+        same_rate = _same_rate_latency(items_target, theirs, headlines, source, tokenizer, cfg, children)
 
     return {
         "meta": _meta(
@@ -300,6 +304,7 @@ def _run(
         "paired": paired,
         "concurrency_sweep": sweep,
         "latency": latency,
+        "latency_same_rate": same_rate,
     }
 
 
@@ -340,7 +345,7 @@ def _latency(
     peak = float(headline.get("items_per_s", 0.0))
     if peak <= 0:
         return not_run("no maximum throughput was measured")
-    needed = int(math.ceil(peak * cfg.latency_seconds * sum(cfg.latency_loads) * 1.3)) + 8
+    needed = units_needed([max(0.5, load * peak) for load in cfg.latency_loads], cfg.latency_seconds)
     units = shape(source.chat(needed))  # fresh texts: no point sees another's items (vLLM prefix cache)
     return latency_points(
         target,
@@ -350,6 +355,32 @@ def _latency(
         duration_s=cfg.latency_seconds,
         seed=cfg.seed,
     )
+
+
+def _same_rate_latency(
+    ours: Any,
+    theirs: Any,
+    headlines: tuple[dict[str, Any], dict[str, Any]],
+    source: WorkloadSource,
+    tokenizer: Any,
+    cfg: BenchConfig,
+    children: ProcessSet,
+) -> dict[str, Any]:
+    """Both engines at the same offered rates: the latency loads applied to the slower engine's maximum."""
+    peaks = [float(row.get("items_per_s", 0.0)) for row in headlines]
+    if min(peaks) <= 0:
+        return not_run("an engine's maximum throughput was not measured")
+    base = min(peaks)
+    needed = units_needed([max(0.5, load * base) for load in cfg.latency_loads], cfg.latency_seconds)
+    points = same_rate_points(
+        {"paretorm": (ours, source.chat(needed)), "vllm": (theirs, rendered_texts(tokenizer, source.chat(needed)))},
+        base_items_per_s=base,
+        fractions=cfg.latency_loads,
+        duration_s=cfg.latency_seconds,
+        seed=cfg.seed + 100,
+        settle=children.settle,
+    )
+    return {"base_items_per_s": round(base, 2), **points}
 
 
 def _meta(

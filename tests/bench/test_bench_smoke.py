@@ -73,6 +73,7 @@ def test_vllm_rows_say_why_they_did_not_run(quick_run: tuple[dict, str]) -> None
     for name in VLLM_ROWS:
         assert result["scenarios"][name] == {"status": "not run (--no-vllm given)"}
     assert result["latency"]["vllm"]["status"].startswith("not run")
+    assert result["latency_same_rate"]["status"].startswith("not run")
     assert result["ratios"]["http_16x1 / vllm_classify_16x1"].startswith("not run")
 
 
@@ -104,3 +105,4 @@ def test_ratios_exactness_padding_pama_and_latency(quick_run: tuple[dict, str]) 
     assert result["meta"]["workload"]["grpo_shared_prompt_tokens"] == 428
     assert result["meta"]["service_env"]["MALLOC_MMAP_THRESHOLD_"] == "33554432"
     assert "ratios" in stdout and "http_16x1 / naive_16x1" in stdout
+    assert "latency at the same offered rates for both engines" in stdout
