@@ -31,6 +31,11 @@ RATIOS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+def not_run(reason: str) -> dict[str, str]:
+    """How a row, ratio or section that could not be measured reads: with the reason, never dropped."""
+    return {"status": f"not run ({reason})"}
+
+
 def compute_ratios(scenarios: dict[str, Any], single: str, batch: str) -> dict[str, Any]:
     ratios: dict[str, Any] = {}
     for label, top, bottom in RATIOS:

@@ -26,7 +26,9 @@ from service.bench import servers
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
 from service.bench.paired import goal_pairings, grpo_client_count, paired_ratios
 from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet, tune_own_malloc
-from service.bench.scenarios_http import latency_points, same_rate_points, throughput, units_needed
+from service.bench.latency_section import latency_sections
+from service.bench.report import not_run
+from service.bench.scenarios_http import throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
 from service.bench.workload import WorkloadSource, conversation, flatten_groups, rendered_texts
 from service.scoring.encoding import EncodingPolicy
@@ -53,10 +55,6 @@ class BenchConfig:
     seed: int
     quick: bool
     ready_timeout_s: float = 300.0
-
-
-def not_run(reason: str) -> dict[str, str]:
-    return {"status": f"not run ({reason})"}
 
 
 def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
@@ -265,25 +263,20 @@ def _run(
         if "items_per_s" in s[key]:  # the headline row is the sweep's top point
             sweep[engine] = sorted([*sweep[engine], dict(s[key])], key=lambda row: row["concurrency"])
 
-    latency: dict[str, Any] = {}
-    say(
-        f"latency at {list(cfg.latency_loads)} of max throughput "
-        f"(open loop, {cfg.latency_seconds:.0f} s per point)"
+    say(f"latency at {list(cfg.latency_loads)} of each engine's maximum and at the same rates for both "
+        f"(open loop, {cfg.latency_seconds:.0f} s per point)")
+    latency, same_rate = latency_sections(
+        items_target,
+        vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME) if vllm is not None else None,
+        (s[f"http_{single}"], s[vllm_keys[0]]),
+        source,
+        tokenizer,
+        loads=cfg.latency_loads,
+        seconds=cfg.latency_seconds,
+        seed=cfg.seed,
+        settle=children.settle,
+        why_not_theirs=str(vllm_reason),
     )
-    children.settle()
-    latency["paretorm"] = _latency(items_target, s[f"http_{single}"], source, cfg, lambda items: items)
-    if vllm is not None:
-        target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
-        latency["vllm"] = _latency(
-            target, s[vllm_keys[0]], source, cfg, lambda items: rendered_texts(tokenizer, items)
-        )
-    else:
-        latency["vllm"] = not_run(str(vllm_reason))
-    same_rate: dict[str, Any] = not_run(str(vllm_reason))
-    if vllm is not None:
-        theirs = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
-        headlines = (s[f"http_{single}"], s[vllm_keys[0]])
-        same_rate = _same_rate_latency(items_target, theirs, headlines, source, tokenizer, cfg, children)
 
     return {
         "meta": _meta(
@@ -333,54 +326,6 @@ def _wait(child: ChildServer, timeout_s: float) -> None:
 
 def _tagged(summary: dict[str, Any], target: str, concurrency: int, per_request: int) -> dict[str, Any]:
     return {"target": target, "concurrency": concurrency, "items_per_request": per_request, **summary}
-
-
-def _latency(
-    target: Any,
-    headline: dict[str, Any],
-    source: WorkloadSource,
-    cfg: BenchConfig,
-    shape: Callable[[list[Any]], list[Any]],
-) -> list[dict[str, Any]] | dict[str, str]:
-    peak = float(headline.get("items_per_s", 0.0))
-    if peak <= 0:
-        return not_run("no maximum throughput was measured")
-    needed = units_needed([max(0.5, load * peak) for load in cfg.latency_loads], cfg.latency_seconds)
-    units = shape(source.chat(needed))  # fresh texts: no point sees another's items (vLLM prefix cache)
-    return latency_points(
-        target,
-        units,
-        max_items_per_s=peak,
-        fractions=cfg.latency_loads,
-        duration_s=cfg.latency_seconds,
-        seed=cfg.seed,
-    )
-
-
-def _same_rate_latency(
-    ours: Any,
-    theirs: Any,
-    headlines: tuple[dict[str, Any], dict[str, Any]],
-    source: WorkloadSource,
-    tokenizer: Any,
-    cfg: BenchConfig,
-    children: ProcessSet,
-) -> dict[str, Any]:
-    """Both engines at the same offered rates: the latency loads applied to the slower engine's maximum."""
-    peaks = [float(row.get("items_per_s", 0.0)) for row in headlines]
-    if min(peaks) <= 0:
-        return not_run("an engine's maximum throughput was not measured")
-    base = min(peaks)
-    needed = units_needed([max(0.5, load * base) for load in cfg.latency_loads], cfg.latency_seconds)
-    points = same_rate_points(
-        {"paretorm": (ours, source.chat(needed)), "vllm": (theirs, rendered_texts(tokenizer, source.chat(needed)))},
-        base_items_per_s=base,
-        fractions=cfg.latency_loads,
-        duration_s=cfg.latency_seconds,
-        seed=cfg.seed + 100,
-        settle=children.settle,
-    )
-    return {"base_items_per_s": round(base, 2), **points}
 
 
 def _meta(

@@ -39,12 +39,17 @@ def latency_points(
 ) -> list[dict[str, Any]]:
     """p50/p99 of single-item requests sent open-loop at `fraction x max_items_per_s`; each point sends its
     own slice of `units` (`units_needed` long), so no point repeats another's items into a cache."""
-    rates = [max(0.5, fraction * max_items_per_s) for fraction in fractions]
+    rates = point_rates(fractions, max_items_per_s)
     slices = _per_point(units, rates, duration_s)
     return [
         _point(target, part, fraction, rate, duration_s, seed + k)
         for k, (fraction, rate, part) in enumerate(zip(fractions, rates, slices, strict=True))
     ]
+
+
+def point_rates(fractions: Sequence[float], base_items_per_s: float) -> list[float]:
+    """The offered rate of each latency point: `fraction x base`, at least one request every 2 s."""
+    return [max(0.5, fraction * base_items_per_s) for fraction in fractions]
 
 
 def units_needed(rates: Sequence[float], duration_s: float) -> int:
@@ -57,7 +62,8 @@ def _point_units(rate: float, duration_s: float) -> int:
 
 
 def _per_point(units: Sequence[Any], rates: Sequence[float], duration_s: float) -> list[Sequence[Any]]:
-    """Consecutive slices of `units`, one per rate; a slice past the end wraps to the start (reuse, not failure)."""
+    """Consecutive slices of `units`, one per rate. Too few units is reuse, not failure: a slice cut short
+    cycles its own items (`open_loop` wraps), and one past the end takes `units` from the start."""
     slices, start = [], 0
     for rate in rates:
         count = _point_units(rate, duration_s)
@@ -80,7 +86,7 @@ def same_rate_points(
     maximum): the like-for-like view beside `latency_points`, where each engine is loaded relative to its
     own maximum and the faster one is therefore measured at a higher rate. Engines alternate point by point
     (after `settle`) and see the same arrival times, so a drift of the host's speed hits them alike."""
-    rates = [max(0.5, fraction * base_items_per_s) for fraction in fractions]
+    rates = point_rates(fractions, base_items_per_s)
     slices = {name: _per_point(units, rates, duration_s) for name, (_, units) in engines.items()}
     points: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
     for k, (fraction, rate) in enumerate(zip(fractions, rates, strict=True)):
