@@ -33,7 +33,9 @@ def latency_sections(
     """(`latency`, `latency_same_rate`) of a run; `peaks` are the two engines' 32 x 1 rows (their items/s
     is each one's maximum); `theirs` is None when vLLM did not run, and its rows then say `why_not_theirs`."""
     settle()
-    as_text: Callable[[list[ChatItem]], list[Any]] = lambda items: rendered_texts(tokenizer, items)  # noqa: E731
+
+    def as_text(items: list[ChatItem]) -> list[Any]:  # vLLM's /classify takes chat-templated text
+        return rendered_texts(tokenizer, items)
 
     def own_max(target: Target, peak_row: dict[str, Any], shape: Callable[[list[ChatItem]], list[Any]]) -> Any:
         peak = float(peak_row.get("items_per_s", 0.0))
@@ -43,9 +45,9 @@ def latency_sections(
         return latency_points(target, units, max_items_per_s=peak, fractions=loads, duration_s=seconds, seed=seed)
 
     latency = {"paretorm": own_max(ours, peaks[0], list)}
-    latency["vllm"] = own_max(theirs, peaks[1], as_text) if theirs is not None else not_run(why_not_theirs)
     if theirs is None:
-        return latency, not_run(why_not_theirs)
+        return {**latency, "vllm": not_run(why_not_theirs)}, not_run(why_not_theirs)
+    latency["vllm"] = own_max(theirs, peaks[1], as_text)
     rates = [float(row.get("items_per_s", 0.0)) for row in peaks]
     if min(rates) <= 0:
         return latency, not_run("an engine's maximum throughput was not measured")
