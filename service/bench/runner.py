@@ -197,18 +197,18 @@ def _run(
     children.stop(naive)
 
     vllm_keys = (f"vllm_classify_{single}", f"vllm_classify_{batch}", "vllm_grpo_items")
-    if vllm is None:
+    vllm_target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME) if vllm is not None else None
+    if vllm_target is None:
         for key in vllm_keys:
             s[key] = not_run(str(vllm_reason))
     else:
         say(f"vLLM /classify: {single}, {batch}, sweep, GRPO items")
-        target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME)
         warm_texts = rendered_texts(tokenizer, warm)
         s[vllm_keys[0]] = throughput(
-            target, rendered_texts(tokenizer, chat["vllm1"]), concurrency=c, per_request=1, warmup=warm_texts
+            vllm_target, rendered_texts(tokenizer, chat["vllm1"]), concurrency=c, per_request=1, warmup=warm_texts
         )
         s[vllm_keys[1]] = throughput(
-            target,
+            vllm_target,
             rendered_texts(tokenizer, chat["vllmb"]),
             concurrency=bc,
             per_request=bs,
@@ -217,7 +217,7 @@ def _run(
         for level in cfg.sweep:
             sweep["vllm"].append(
                 throughput(
-                    target,
+                    vllm_target,
                     rendered_texts(tokenizer, sweep_items[level][1]),
                     concurrency=level,
                     per_request=1,
@@ -225,7 +225,7 @@ def _run(
                 )
             )
         s[vllm_keys[2]] = throughput(
-            target,
+            vllm_target,
             rendered_texts(tokenizer, flatten_groups(grpo)),
             concurrency=c,
             per_request=1,
@@ -267,7 +267,7 @@ def _run(
         f"(open loop, {cfg.latency_seconds:.0f} s per point)")
     latency, same_rate = latency_sections(
         items_target,
-        vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME) if vllm is not None else None,
+        vllm_target,
         (s[f"http_{single}"], s[vllm_keys[0]]),
         source,
         tokenizer,
