@@ -18,18 +18,22 @@ def test_vllm_backend_serves_the_same_api_within_bf16_noise(
 ) -> None:
     from tests.service.conftest import API_KEY
 
-    prompt = "Explain why the sky is blue in two sentences."
+    prompt = "Explain why the sky is blue in two sentences. " * 6  # > 32 tokens: whole blocks in vLLM's cache
     body = {"groups": [{"prompt": prompt, "responses": ["Rayleigh scattering favours short wavelengths.",
                                                          "Because it is.", "Blue light scatters more."]}],
             "items": [{"prompt": "Hi", "response": "Hello there!"}], "weights": {"helpsteer-helpfulness": 1.0}}
     reference = httpx.post(service.url + "/v1/score", json=body, timeout=60,
                            headers={"Authorization": f"Bearer {API_KEY}"}).json()
     args = ["--backend", "vllm", "--dtype", "bfloat16", "--cache-dir", str(tmp_path / "cache"),
-            "--max-input-tokens", "256", "--max-batch-tokens", "4096"]
+            "--max-input-tokens", "256", "--max-batch-tokens", "4096", "--result-cache-items", "0"]
     with ServiceProcess(tiny_armorm_dir, args=args, log_path=tmp_path / "vllm.log") as vllm_service:
         info = httpx.get(vllm_service.url + "/v1/model", timeout=30).json()
         assert info["backend"] == "vllm" and info["dtype"] == "bfloat16" and info["forward"] is None
         served = httpx.post(vllm_service.url + "/v1/score", json=body, timeout=120).json()
+        before = computed_per_real(vllm_service.url)
+        # Again: every whole block is in vLLM's prefix cache; each gate state comes from a gate-prefix call.
+        again = httpx.post(vllm_service.url + "/v1/score", json=body, timeout=120).json()
+        after = computed_per_real(vllm_service.url)
         bad = httpx.post(vllm_service.url + "/v1/score", timeout=30,
                          json={"items": [{"messages": [{"role": "user", "content": "no reply"}]}]})
     assert bad.status_code == 422
@@ -41,7 +45,20 @@ def test_vllm_backend_serves_the_same_api_within_bf16_noise(
         np.testing.assert_allclose(got["rewards"], want["rewards"], atol=0.05)
         np.testing.assert_allclose(got["gating"], want["gating"], atol=0.05)
         assert abs(got["score"] - want["score"]) < 0.05
+    for first, second in zip(served["groups"][0]["results"] + served["results"],
+                             again["groups"][0]["results"] + again["results"], strict=True):
+        np.testing.assert_allclose(second["gating"], first["gating"], atol=0.02)
+        assert abs(second["score"] - first["score"]) < 0.02
+    assert (after[0] - before[0]) / (after[1] - before[1]) < 0.5  # most tokens came from the prefix cache
     assert served["results"][0]["weighted"] == pytest.approx(served["results"][0]["rewards"][0])
+
+
+def computed_per_real(url: str) -> tuple[float, float]:
+    """(sum, count) of the computed / real token ratio of every batch so far, from /metrics."""
+    lines = httpx.get(url + "/metrics", timeout=30).text.splitlines()
+    value = {line.split()[0]: float(line.split()[1])
+             for line in lines if line.startswith("paretorm_padding_ratio_")}
+    return value["paretorm_padding_ratio_sum"], value["paretorm_padding_ratio_count"]
 
 
 def test_engine_options_follow_the_settings() -> None:

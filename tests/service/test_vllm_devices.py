@@ -8,7 +8,6 @@ device. `meta` stands in for an accelerator: a tensor that reached it did not st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,8 +15,8 @@ import torch
 from service.engine.types import EncodedConversation
 from service.engine.vllm_backend import VllmBackend, export_backbone, load_device, release_backbone
 from service.model import load_reward_model
-from service.model.outputs import RewardOutput
 from service.settings import ServiceSettings
+from tests.support.fake_vllm import READING_CACHE, FakeTokenEmbedLLM, RecordingHeads
 
 
 def test_only_the_transformers_backend_loads_the_checkpoint_on_the_device() -> None:
@@ -51,42 +50,13 @@ def test_heads_released_to_the_host_keep_their_values(tiny_armorm_dir: Path) -> 
         torch.testing.assert_close(parameter, before[name], rtol=0, atol=0)
 
 
-class _RecordingHeads:
-    """Stands in for the heads on an accelerator: records where its inputs live, answers on the host."""
-
-    def __init__(self) -> None:
-        self.devices: list[torch.device] = []
-
-    def heads(self, reward_hidden: torch.Tensor, gate_hidden: torch.Tensor) -> RewardOutput:
-        self.devices += [reward_hidden.device, gate_hidden.device]
-        b = reward_hidden.shape[0]
-        zeros = torch.zeros(b, 2)
-        return RewardOutput(rewards=zeros, gating=zeros, coefficients=zeros, score=torch.arange(b, dtype=torch.float))
-
-
-class _FakeLLM:
-    """vLLM's `encode` as the backend sees it: one pooled host state per prompt (its length, repeated)."""
-
-    def __init__(self) -> None:
-        self.prompts: list[Any] = []
-
-    def encode(self, prompts: list[Any], **_: Any) -> list[Any]:
-        self.prompts = prompts
-
-        class _Out:
-            def __init__(self, n: int) -> None:
-                self.outputs = type("Pooled", (), {"data": torch.full((4,), float(n))})()
-
-        return [_Out(len(p["prompt_token_ids"])) for p in prompts]
-
-
 def test_vllm_host_states_reach_the_heads_on_their_device() -> None:
-    heads, llm = _RecordingHeads(), _FakeLLM()
-    backend = VllmBackend(llm, heads, device="meta")
+    heads, llm = RecordingHeads(), FakeTokenEmbedLLM()
+    backend = VllmBackend(llm, heads, device="meta", pooling_params=READING_CACHE)
     batch = [EncodedConversation((5, 6, 7, 8), gate_index=1, prefix_len=2),
              EncodedConversation((5, 6, 9), gate_index=1, prefix_len=2)]
     rows = backend.run(batch)
     assert heads.devices and all(device.type == "meta" for device in heads.devices)
-    assert [p["prompt_token_ids"] for p in llm.prompts] == [[5, 6], [5, 6, 7, 8], [5, 6, 9]]  # gate prompt once
+    assert llm.calls == [[(5, 6, 7, 8), (5, 6, 9)]]
     np.testing.assert_array_equal(rows.score, [0.0, 1.0])
-    assert rows.computed_tokens == 2 + 4 + 3
+    assert rows.computed_tokens == 4 + 1  # the second prompt's first block came from the prefix cache
