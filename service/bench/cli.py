@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,21 @@ def positive_ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type for one integer >= `minimum`, refused with a message that says so."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _fractions(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -44,28 +59,23 @@ def _fractions(text: str) -> tuple[float, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="paretorm bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--hidden", type=int, default=512, help="backbone hidden size (default 512)")
-    p.add_argument("--layers", type=int, default=4, help="backbone layers (default 4)")
-    p.add_argument(
-        "--heads", type=int, default=8, help="attention heads; hidden/heads must be a vLLM head size"
-    )
-    p.add_argument("--objectives", type=int, default=19, help="regression heads (default 19, ArmoRM's)")
+    one = at_least(1)
+    p.add_argument("--hidden", type=one, default=512, help="backbone hidden size (default 512)")
+    p.add_argument("--layers", type=one, default=4, help="backbone layers (default 4)")
+    p.add_argument("--heads", type=one, default=8, help="attention heads (hidden/heads: a vLLM head size)")
+    p.add_argument("--objectives", type=one, default=19, help="regression heads (default 19, ArmoRM's)")
     p.add_argument(
         "--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="backbone dtype everywhere"
     )
-    p.add_argument("--items", type=int, default=512, help="chat items per throughput scenario (default 512)")
-    p.add_argument(
-        "--concurrency", type=int, default=32, help="single-item clients of the headline rows (32)"
-    )
-    p.add_argument("--batch-clients", type=int, default=4, help="clients of the batched rows (4)")
-    p.add_argument("--batch-size", type=int, default=64, help="items per request of the batched rows (64)")
+    p.add_argument("--items", type=one, default=512, help="chat items per throughput scenario (default 512)")
+    p.add_argument("--concurrency", type=one, default=32, help="single-item clients of the headline rows")
+    p.add_argument("--batch-clients", type=one, default=4, help="clients of the batched rows (4)")
+    p.add_argument("--batch-size", type=one, default=64, help="items per request of the batched rows (64)")
     p.add_argument("--sweep", type=positive_ints, default=(1, 8), help="extra concurrency levels for the chart (1,8)")
-    p.add_argument("--grpo-prompts", type=int, default=64, help="GRPO prompts (64)")
-    p.add_argument("--grpo-group", type=int, default=8, help="responses per GRPO prompt (8)")
-    p.add_argument("--shared-tokens", type=int, default=428, help="tokens of the shared GRPO prompt (428)")
-    p.add_argument(
-        "--long-tail", type=int, default=256, help="items of the long-tailed padding scenario (256)"
-    )
+    p.add_argument("--grpo-prompts", type=one, default=64, help="GRPO prompts (64)")
+    p.add_argument("--grpo-group", type=one, default=8, help="responses per GRPO prompt (8)")
+    p.add_argument("--shared-tokens", type=at_least(8), default=428, help="tokens of the shared GRPO prompt")
+    p.add_argument("--long-tail", type=one, default=256, help="items of the long-tailed padding scenario")
     p.add_argument(
         "--latency-loads",
         type=_fractions,
@@ -76,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--latency-seconds", type=float, default=8.0, help="open-loop seconds per latency point (8)"
     )
     p.add_argument(
-        "--paired-rounds", type=int, default=6,
+        "--paired-rounds", type=at_least(0), default=6,
         help="alternating rounds of paretorm and vLLM for the paired ratios (6; 0: none)",
     )
     p.add_argument("--no-vllm", dest="vllm", action="store_false", help="skip vLLM (its rows say 'not run')")

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from service.bench.cli import positive_ints
+from service.bench.cli import at_least, positive_ints
 from service.bench.engine_levers import LEVERS
 
 DENSE_BF16_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0))
@@ -78,20 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", choices=sorted(SHAPES), default="8b", help="model shape (default 8b)")
     p.add_argument("--device", default="cuda", help="torch device (default cuda)")
     p.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
-    p.add_argument("--tokens", type=int, default=336, help="mean tokens per chat item (336)")
+    p.add_argument("--tokens", type=at_least(8), default=336, help="mean tokens per chat item (336)")
     p.add_argument("--batch", type=positive_ints, default=(1, 16, 64), help="chat batch sizes (1,16,64)")
-    p.add_argument("--items", type=int, default=128, help="chat items per timed pass (128)")
-    p.add_argument("--grpo-prompts", type=int, default=16, help="GRPO prompts per pass (16)")
-    p.add_argument("--grpo-group", type=int, default=8, help="responses per prompt (8)")
-    p.add_argument("--shared-tokens", type=int, default=428, help="tokens of each GRPO prompt (428)")
-    p.add_argument("--repeats", type=int, default=3, help="timed passes per row; the best is kept (3)")
+    p.add_argument("--items", type=at_least(1), default=128, help="chat items per timed pass (128)")
+    p.add_argument("--grpo-prompts", type=at_least(0), default=16, help="GRPO prompts per pass (16; 0: none)")
+    p.add_argument("--grpo-group", type=at_least(1), default=8, help="responses per prompt (8)")
+    p.add_argument("--shared-tokens", type=at_least(8), default=428, help="tokens of each GRPO prompt (428)")
+    p.add_argument("--repeats", type=at_least(1), default=3, help="timed passes per row, the best kept (3)")
     p.add_argument("--peak-tflops", type=float, help="the device's dense peak for MFU (default: detected)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", choices=["auto", "on", "off"], default="auto",
                    help="torch.compile the packed forward, as PARETORM_COMPILE_FORWARD (auto: on CPUs)")
     p.add_argument("--profile", action="store_true", help="also break one steady-state batch down per op")
     p.add_argument("--profile-only", action="store_true", help="only the per-op breakdown (skip the timed rows)")
-    p.add_argument("--levers", type=int, default=0, metavar="N",
+    p.add_argument("--levers", type=at_least(0), default=0, metavar="N",
                    help="also compare backend configurations (engine_levers) on N fresh batches of the first --batch")
     p.add_argument("--lever", action="append", choices=list(LEVERS), metavar="NAME",
                    help="only these engine_levers configurations (repeatable; the first is the baseline)")
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, Any]:
             say(name)
             rows[name] = _measure(backend, passes, batch, shape, peak, device)
     passes = [_grpo(rng, shape, args) for _ in range(args.repeats + 1)]
-    for share in (True, False):
+    for share in (True, False) if args.grpo_prompts else ():
         name = f"grpo_{'shared' if share else 'unshared'}"
         say(name)
         backend = _backend(model, args, share_prompts=share)
@@ -209,7 +209,7 @@ def _profile(model: Any, backends: dict[bool, Any], args: argparse.Namespace, sh
             out[name] = profile_batches(backend, fresh[3:], warm=fresh[:3])
     # GRPO traffic spends its time elsewhere (responses read the whole prompt: attention weighs ~2x more).
     prompts = min(2, args.grpo_prompts)
-    for share in (True, False):
+    for share in (True, False) if prompts else ():
         name = f"grpo {prompts}x{args.grpo_group} {'shared' if share else 'unshared'}"
         say(f"profiling {name}")
         backend = backends[True] if share else _backend(model, args, share_prompts=False)

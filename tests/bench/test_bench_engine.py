@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def test_engine_bench_reports_packed_padded_and_grpo_rows(tmp_path: Path) -> None:
     out = tmp_path / "engine.json"
@@ -69,3 +71,36 @@ def test_engine_profile_of_the_compiled_forward_names_inductor_kernels(tmp_path:
     assert ms["gemm"] > 0 and ms["fused (inductor)"] > 0 and ms["layout"] > 0, ms
     assert ms["norm"] == ms["rotary"] == ms["act"] == 0  # fused into the inductor kernels
     assert abs(sum(ms.values()) - packed["wall_ms_profiled"]) < 0.25 * packed["wall_ms_profiled"] + 0.5
+
+
+def test_zero_grpo_prompts_leaves_out_the_grpo_rows_and_profiles(tmp_path: Path) -> None:
+    """`--grpo-prompts 0` crashed (a batch of size 0); it now means chat rows only."""
+    out = tmp_path / "engine.json"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("paretorm")), "bench-engine", "--shape", "quick", "--device", "cpu",
+         "--dtype", "float32", "--batch", "2", "--items", "4", "--tokens", "40", "--grpo-prompts", "0",
+         "--repeats", "1", "--compile", "off", "--profile", "--json", str(out)],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["rows"]) == {"chat_batch2_packed", "chat_batch2_padded"}
+    assert set(result["profile"]) == {"packed 2", "padded 2"}
+
+
+def test_counts_are_refused_where_they_are_parsed(capsys: pytest.CaptureFixture[str]) -> None:
+    from service.bench.cli import build_parser as bench_parser
+    from service.bench.engine_bench import build_parser as engine_parser
+
+    cases = [
+        (engine_parser, ["--grpo-prompts", "-1"], "--grpo-prompts: expected an integer >= 0, got -1"),
+        (engine_parser, ["--items", "0"], "--items: expected an integer >= 1, got 0"),
+        (engine_parser, ["--repeats", "two"], "--repeats: expected an integer, got 'two'"),
+        (bench_parser, ["--grpo-prompts", "0"], "--grpo-prompts: expected an integer >= 1, got 0"),
+        (bench_parser, ["--shared-tokens", "4"], "--shared-tokens: expected an integer >= 8, got 4"),
+        (bench_parser, ["--paired-rounds", "-2"], "--paired-rounds: expected an integer >= 0, got -2"),
+    ]
+    for parser, argv, message in cases:
+        with pytest.raises(SystemExit):
+            parser().parse_args(argv)
+        assert message in capsys.readouterr().err, argv
