@@ -54,9 +54,11 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from service.malloc import tune_malloc
     from service.openmp import apply_serving_omp_env
 
     apply_serving_omp_env()
+    tune_malloc()  # before the model loads: its buffers then stay mapped between forwards
     from pydantic import ValidationError
 
     from service.server import serve

@@ -4,17 +4,14 @@ Every child starts in its own session (process group), so stopping it also stops
 engine-core process); `ProcessSet` stops all of them in `finally` and again at interpreter exit, so a
 crashed or interrupted run leaves nothing behind.
 
-glibc tuning (environment.md §8): with the default thresholds glibc hands large activation buffers back to
-the OS after every forward, and 0.6-0.9 M page faults per pass cost 15-30% on CPU. The service is started
-with the three variables below; the bench process applies the same values to itself with `mallopt` so
-its in-process ceiling measures the same allocator behaviour.
+glibc tuning (`service.malloc`, environment.md §8): the children start with its variables in their
+environment, as the Docker image does; the bench process applies the same values to itself with
+`mallopt`, as `paretorm serve` does, so its in-process ceiling measures the same allocator behaviour.
 """
 
 from __future__ import annotations
 
 import atexit
-import ctypes
-import ctypes.util
 import os
 import signal
 import socket
@@ -25,32 +22,9 @@ from pathlib import Path
 
 import httpx
 
-MALLOC_ENV: dict[str, str] = {
-    "MALLOC_MMAP_THRESHOLD_": "33554432",
-    "MALLOC_TRIM_THRESHOLD_": "1073741824",
-    "MALLOC_TOP_PAD_": "268435456",
-}
-# mallopt parameter numbers from glibc's malloc.h.
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+from service.malloc import SERVING_MALLOC_ENV
 
-
-def tune_own_malloc() -> bool:
-    """Apply MALLOC_ENV to this process through mallopt; False where glibc is not available."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        return all(
-            libc.mallopt(param, int(MALLOC_ENV[var])) == 1
-            for param, var in (
-                (_M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_"),
-                (_M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_"),
-                (_M_TOP_PAD, "MALLOC_TOP_PAD_"),
-            )
-        )
-    except (OSError, AttributeError):
-        return False
+MALLOC_ENV = SERVING_MALLOC_ENV  # the children's environment; `tune_malloc` applies it to the bench itself
 
 
 def free_port() -> int:

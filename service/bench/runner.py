@@ -25,12 +25,13 @@ from service.bench import scenarios_inprocess as inproc
 from service.bench import servers
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
 from service.bench.paired import goal_pairings, grpo_client_count, paired_ratios
-from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet, tune_own_malloc
+from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet
 from service.bench.latency_section import latency_sections
 from service.bench.report import not_run
 from service.bench.scenarios_http import throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
 from service.bench.workload import WorkloadSource, conversation, flatten_groups, rendered_texts
+from service.malloc import tune_malloc
 from service.scoring.encoding import EncodingPolicy
 from service.settings import ServiceSettings
 
@@ -58,7 +59,7 @@ class BenchConfig:
 
 
 def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
-    tuned = tune_own_malloc()
+    tuned = set(tune_malloc()) | (MALLOC_ENV.keys() & os.environ.keys()) == MALLOC_ENV.keys()
     work = Path(tempfile.mkdtemp(prefix="paretorm-bench-"))
     logs = work / "logs"
     started = time.perf_counter()
