@@ -59,9 +59,14 @@ def test_vllm_backend_serves_the_same_api_as_the_fp32_reference(
                              again["groups"][0]["results"] + again["results"], strict=True):
         np.testing.assert_allclose(second["gating"], first["gating"], atol=atol / 2)
         assert abs(second["score"] - first["score"]) < atol / 2
-    assert f"Supported pooling task: {task}" in (tmp_path / "vllm.log").read_text()
-    if task == "token_embed":  # it counts the tokens vLLM computed; LastStates counts those submitted
-        assert (after[0] - before[0]) / (after[1] - before[1]) < 0.5  # most came from the prefix cache
+    # Which layout ran, from /metrics (vLLM's own log lines do not always reach the service's log): AllStates
+    # counts the tokens vLLM computed, most of them cached on the repeat; LastStates the tokens submitted,
+    # the gate prefixes on top of the conversations.
+    computed_per_real_token = (after[0] - before[0]) / (after[1] - before[1])
+    if task == "token_embed":
+        assert computed_per_real_token < 0.5
+    else:
+        assert computed_per_real_token > 1
     assert served["results"][0]["weighted"] == pytest.approx(served["results"][0]["rewards"][0])
 
 
