@@ -22,10 +22,6 @@ from pathlib import Path
 
 import httpx
 
-from service.malloc import SERVING_MALLOC_ENV
-
-MALLOC_ENV = SERVING_MALLOC_ENV  # the children's environment; `tune_malloc` applies it to the bench itself
-
 
 def free_port() -> int:
     with socket.socket() as sock:

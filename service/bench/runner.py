@@ -25,13 +25,13 @@ from service.bench import scenarios_inprocess as inproc
 from service.bench import servers
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
 from service.bench.paired import goal_pairings, grpo_client_count, paired_ratios
-from service.bench.processes import MALLOC_ENV, ChildServer, ProcessSet
+from service.bench.processes import ChildServer, ProcessSet
 from service.bench.latency_section import latency_sections
 from service.bench.report import not_run
 from service.bench.scenarios_http import throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
 from service.bench.workload import WorkloadSource, conversation, flatten_groups, rendered_texts
-from service.malloc import tune_malloc
+from service.malloc import SERVING_MALLOC_ENV, tune_malloc
 from service.scoring.encoding import EncodingPolicy
 from service.settings import ServiceSettings
 
@@ -59,7 +59,8 @@ class BenchConfig:
 
 
 def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
-    tuned = set(tune_malloc()) | (MALLOC_ENV.keys() & os.environ.keys()) == MALLOC_ENV.keys()
+    wanted = SERVING_MALLOC_ENV.keys()
+    tuned = set(tune_malloc()) | (wanted & os.environ.keys()) == wanted  # applied here, or the operator's
     work = Path(tempfile.mkdtemp(prefix="paretorm-bench-"))
     logs = work / "logs"
     started = time.perf_counter()
@@ -370,7 +371,7 @@ def _meta(
             "compile_forward": settings.compile_forward,
             "compiled": settings.compile_wanted,  # also vLLM's: --enforce-eager only where this is false
         },
-        "service_env": MALLOC_ENV,
+        "service_env": SERVING_MALLOC_ENV,
         "bench_process_malloc_tuned": tuned,
         "vllm_env": servers.vllm_env(),
         "ready_by_s": {  # upper bounds: children load in parallel and are polled one after another

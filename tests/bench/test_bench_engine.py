@@ -77,8 +77,9 @@ def test_zero_grpo_prompts_leaves_out_the_grpo_rows_and_profiles(tmp_path: Path)
     """`--grpo-prompts 0` crashed (a batch of size 0); it now means chat rows only."""
     out = tmp_path / "engine.json"
     done = subprocess.run(
-        [str(Path(sys.executable).with_name("paretorm")), "bench-engine", "--shape", "quick", "--device", "cpu",
-         "--dtype", "float32", "--batch", "2", "--items", "4", "--tokens", "40", "--grpo-prompts", "0",
+        [str(Path(sys.executable).with_name("paretorm")), "bench-engine", "--shape", "quick",
+         "--device", "cpu", "--dtype", "float32", "--batch", "2", "--items", "4", "--tokens", "40",
+         "--grpo-prompts", "0",
          "--repeats", "1", "--compile", "off", "--profile", "--json", str(out)],
         capture_output=True, text=True, timeout=180,
     )  # fmt: skip

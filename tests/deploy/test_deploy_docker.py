@@ -10,11 +10,7 @@ from deploy_dockerfile import Instruction, parse_dockerfile, resolved_env, stage
 from deploy_paths import REPO
 from deploy_settings import service_settings
 
-MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": "33554432",
-    "MALLOC_TRIM_THRESHOLD_": "1073741824",
-    "MALLOC_TOP_PAD_": "268435456",
-}
+from service.malloc import SERVING_MALLOC_ENV
 
 
 def _instructions() -> list[Instruction]:
@@ -96,7 +92,7 @@ def test_runtime_is_non_root_exposes_8000_and_serves() -> None:
     assert env["PARETORM_PORT"] == "8000"
     assert env["HF_HUB_OFFLINE"] == "1"
     assert env["PARETORM_MODEL"] == "/opt/paretorm/default-model", "the built-in default model, no mount"
-    assert MALLOC_ENV.items() <= env.items()
+    assert SERVING_MALLOC_ENV.items() <= env.items()  # the values `paretorm serve` applies itself
 
 
 def test_healthcheck_hits_health_live() -> None:

@@ -1,5 +1,6 @@
 """`paretorm serve` keeps large buffers mapped between forwards (glibc `mallopt`), unless the operator set
-the variable (issue 15: the command-line service ran with glibc's defaults, only the Docker image had them)."""
+the variable (issue 15: the command-line service ran with glibc's defaults; only the Docker image had
+them)."""
 
 from __future__ import annotations
 

@@ -17,7 +17,10 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 # process: two LAST-pooled prompts per item (LastStates). See service/engine/vllm_states.py. The first runs
 # in fp32, so a state read from the wrong position (or overwritten by a later step) shows against the fp32
 # reference; the second in bf16, within its noise.
-LAYOUTS = {"in-process": ("0", "token_embed", "float32", 1e-4), "own-process": ("1", "embed", "bfloat16", 0.05)}
+LAYOUTS = {
+    "in-process": ("0", "token_embed", "float32", 1e-4),
+    "own-process": ("1", "embed", "bfloat16", 0.05),
+}
 
 
 @pytest.mark.parametrize("engine", sorted(LAYOUTS))

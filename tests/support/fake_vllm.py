@@ -20,7 +20,6 @@ import torch
 
 from service.model.outputs import RewardOutput
 
-
 READING_CACHE = SimpleNamespace(skip_reading_prefix_cache=False)
 
 
