@@ -44,7 +44,7 @@ def test_vllm_backend_serves_the_same_api_as_the_fp32_reference(
         assert info["backend"] == "vllm" and info["dtype"] == dtype and info["forward"] is None
         served = httpx.post(vllm_service.url + "/v1/score", json=body, timeout=120).json()
         before = computed_per_real(vllm_service.url)
-        # Again: every whole block is in vLLM's prefix cache; each gate state comes from a gate-prefix call.
+        # Again: every whole block is now in vLLM's prefix cache (AllStates asks for each gate state again).
         again = httpx.post(vllm_service.url + "/v1/score", json=body, timeout=120).json()
         after = computed_per_real(vllm_service.url)
         bad = httpx.post(vllm_service.url + "/v1/score", timeout=30,
