@@ -24,9 +24,9 @@ import torch
 from service.bench import scenarios_inprocess as inproc
 from service.bench import servers
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
+from service.bench.latency_section import latency_sections
 from service.bench.paired import goal_pairings, grpo_client_count, paired_ratios
 from service.bench.processes import ChildServer, ProcessSet
-from service.bench.latency_section import latency_sections
 from service.bench.report import not_run
 from service.bench.scenarios_http import throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify

@@ -59,7 +59,7 @@ class AllStates:
         prompts, slots = _unique([c.input_ids for c in conversations])
         tails = self._computed(llm, prompts)
         computed = sum(len(tail) for tail in tails)
-        gate_keys = [c.input_ids[: c.gate_index + 1] for c in conversations]
+        gate_keys = [_gate_prefix(c) for c in conversations]
         gates = _gate_states(conversations, gate_keys, [tails[s] for s in slots])
         missing = list(dict.fromkeys(key for key in gate_keys if key not in gates))
         if missing:  # every block of these gate prefixes was cached by an earlier batch
@@ -83,7 +83,7 @@ class LastStates:
     pooler = {"seq_pooling_type": "LAST", "use_activation": False}
 
     def states(self, llm: Any, conversations: Sequence[EncodedConversation]) -> States:
-        gate_keys = [c.input_ids[: c.gate_index + 1] for c in conversations]
+        gate_keys = [_gate_prefix(c) for c in conversations]
         prompts, slots = _unique([*gate_keys, *(c.input_ids for c in conversations)])  # gate prompts first
         outputs = llm.encode(_token_prompts(prompts), pooling_task="embed", use_tqdm=False)
         pooled = [torch.as_tensor(output.outputs.data) for output in outputs]
@@ -91,6 +91,11 @@ class LastStates:
         # Tokens submitted; vLLM's prefix cache computes fewer (its own metrics say how many).
         submitted = sum(len(ids) for ids in prompts)
         return States([pooled[s] for s in slots[n:]], [pooled[s] for s in slots[:n]], submitted)
+
+
+def _gate_prefix(conversation: EncodedConversation) -> TokenIds:
+    """The tokens through the gate token: their last state is ArmoRM's gate embedding."""
+    return conversation.input_ids[: conversation.gate_index + 1]
 
 
 def _token_prompts(prompts: Sequence[TokenIds]) -> list[dict[str, list[int]]]:
