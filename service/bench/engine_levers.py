@@ -27,6 +27,8 @@ LEVERS: dict[str, dict[str, Any]] = {
     "packed matmul + rows64 + compile": {"attention_kernel": "matmul", "compile_layers": True},
     "packed sdpa + compile": {"attention_kernel": "sdpa", "row_multiple": 1, "compile_layers": True},
     "packed sdpa + rows64 + compile": {"attention_kernel": "sdpa", "compile_layers": True},
+    "packed paged + rows64": {"attention_kernel": "paged"},  # where vLLM's CPU build is installed
+    "packed paged + rows64 + compile": {"attention_kernel": "paged", "compile_layers": True},
     "padded (transformers)": {"packed": False},
 }
 
@@ -35,10 +37,18 @@ def compare_levers(
     model: Any, batches: Sequence[Sequence[Any]], warm: Sequence[Sequence[Any]], device: str,
     levers: dict[str, dict[str, Any]] | None = None, say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Items/s and median speed ratio to the first lever, over `batches` (after `warm`, untimed)."""
-    from service.engine.transformers_backend import TransformersBackend
+    """Items/s and median speed ratio to the first lever, over `batches` (after `warm`, untimed); levers
+    whose attention kernel cannot run here are left out."""
+    import torch
 
-    levers = levers or LEVERS
+    from service.engine.transformers_backend import TransformersBackend
+    from service.model.attention_plans import kernels_here
+
+    runnable = kernels_here(torch.device(device))
+    levers = {
+        name: options for name, options in (levers or LEVERS).items()
+        if options.get("attention_kernel", "matmul") in runnable
+    }  # fmt: skip
     backends = {name: TransformersBackend(model, device=device, **options) for name, options in levers.items()}
     for batch in warm:
         for backend in backends.values():

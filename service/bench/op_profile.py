@@ -9,9 +9,9 @@ instrumentation:
 - `gemm`: every `nn.Linear` (projections, MLP, heads);
 - `norm`: RMSNorm modules; `rotary`: the rotary tables and their application; `act`: the MLP apart from
   its linears (SiLU * up);
-- `attention`: the attention kernel (packed: `packed_attention.attend`; padded: transformers' attention
-  module apart from its projections and rotary), split by aten op into matmul, SDPA, softmax, masking
-  and gather/scatter;
+- `attention`: the attention kernel (packed: `attention_plans.run_attention`; padded: transformers'
+  attention module apart from its projections and rotary), split by op into matmul, SDPA, vLLM's paged kernel,
+  softmax, masking and gather/scatter (the paged kernel's cache writes count as gather/scatter);
 - `layout`: laying the batch out for the packed forward (numpy + Python); `embed`, `heads`;
 - every aten op outside those scopes (cat, index, copies, the padded path's mask) as `other torch ops`;
 - `python outside ops`: the profiled wall minus the self time of all aten ops and inductor kernels (interpreter,
@@ -41,13 +41,17 @@ from torch.profiler import ProfilerActivity, profile, record_function
 __all__ = ["CATEGORIES", "inductor_kernel_names", "markdown_table", "profile_batches"]
 
 CATEGORIES = (
-    "gemm", "attention matmul", "attention sdpa", "softmax", "masking", "attention gather/scatter",
+    "gemm", "attention matmul", "attention sdpa", "attention paged", "softmax", "masking",
+    "attention gather/scatter",
     "attention other", "norm", "rotary", "act", "fused (inductor)", "embed", "heads", "layout",
     "other torch ops", "python outside ops",
 )  # fmt: skip
 _GEMM_OPS = ("aten::mm", "aten::addmm", "aten::linear", "mkldnn")
+_OP_NAMESPACES = ("aten::", "_C::")  # PyTorch's ops and vLLM's CPU kernels (`paged_attention`)
 _INDUCTOR_KERNEL = "cpp_fused"  # inductor's CPU kernels: graph_<n>_cpp_fused_<ops>
 _ATTENTION_OPS = (
+    (("cpu_attention_with_kv_cache",), "attention paged"),  # vLLM's CPU kernel (`paged_attention`)
+    (("cpu_attn_reshape_and_cache",), "attention gather/scatter"),
     (("_scaled_dot_product", "scaled_dot_product"), "attention sdpa"),
     (("bmm", "matmul", "aten::mm", "baddbmm"), "attention matmul"),
     (("softmax",), "softmax"),
@@ -105,7 +109,7 @@ def _labelled(backend: Any) -> Iterator[None]:
             label(module, "attention")
         elif isinstance(module, nn.Embedding):
             label(module, "embed")
-    patches = [(pd, "attend", "attention"), (tb, "build_layout", "layout"), (model, "heads", "heads")]
+    patches = [(pd, "run_attention", "attention"), (tb, "build_layout", "layout"), (model, "heads", "heads")]
     if not compiled:
         patches += [(pd, "_rotate", "rotary"), (llama, "apply_rotary_pos_emb", "rotary")]
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
@@ -171,7 +175,7 @@ def profile_batches(backend: Any, batches: Sequence[Any], warm: Sequence[Any]) -
                 continue
             totals: dict[str, float] = defaultdict(float)
             for event in prof.events():
-                if event.name.startswith("aten::") or _INDUCTOR_KERNEL in event.name:
+                if event.name.startswith(_OP_NAMESPACES) or _INDUCTOR_KERNEL in event.name:
                     totals[_category(event)] += event.self_cpu_time_total / 1000
             totals["python outside ops"] = elapsed * 1000 - sum(totals.values())
             per_batch.append(totals)

@@ -18,15 +18,21 @@ most `row_multiple - 1` rows and is not counted in `computed_tokens`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from service.engine.lru import PrefixState, PrefixStateCache
 from service.engine.types import EncodedConversation, Unit
-from service.model.packed_attention import AttentionSequence, plan_attention
+from service.model.attention_plans import AttentionPlan
+from service.model.packed_attention import AttentionSequence
 from service.model.packed_decoder import PackedInput
+
+# (sequences, readout sequences) -> their plans: `PackedDecoder.plan_attention` with dtype and device bound
+AttentionPlanner = Callable[
+    [Sequence[AttentionSequence], Sequence[AttentionSequence]], tuple[AttentionPlan, AttentionPlan]
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +78,7 @@ def build_layout(
     units: Sequence[Unit],
     prefix_cache: PrefixStateCache | None,
     *,
-    num_heads: int,
-    dtype: torch.dtype,
+    plan_attention: AttentionPlanner,
     device: torch.device,
     row_multiple: int = 1,
 ) -> PackedLayout:
@@ -141,12 +146,13 @@ def build_layout(
         )
         for s in sequences
     ]
+    attention, readout_attention = plan_attention(sequences, readout_sequences)
     packed = PackedInput(
         input_ids=torch.tensor(builder.tokens, dtype=torch.long, device=device),
         positions=torch.tensor(builder.positions, dtype=torch.long, device=device),
-        buckets=plan_attention(sequences, num_heads=num_heads, dtype=dtype, device=device),
+        attention=attention,
         readout_rows=torch.tensor(builder.readouts, dtype=torch.long, device=device),
-        readout_buckets=plan_attention(readout_sequences, num_heads=num_heads, dtype=dtype, device=device),
+        readout_attention=readout_attention,
         cached=[state[1] for state in cached_states],
         keep=[torch.tensor(rows, dtype=torch.long, device=device) for _, rows, _ in keep],
     )

@@ -15,6 +15,7 @@ loop.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -119,8 +120,9 @@ class TransformersBackend:
             planned.conversations,
             planned.units,
             self._prefix_cache,
-            num_heads=self._decoder.num_heads,
-            dtype=self._model.backbone_dtype,
+            plan_attention=functools.partial(
+                self._decoder.plan_attention, dtype=self._model.backbone_dtype, device=self._device
+            ),
             device=self._device,
             row_multiple=self._row_multiple,
         )

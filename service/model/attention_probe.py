@@ -3,13 +3,14 @@
 The faster kernel depends on the CPU, not on its vendor: on an AMD EPYC with AVX512-BF16 the
 materialised-score kernel (two batched matmuls and a softmax) beat PyTorch's CPU flash attention 10 vs
 19 ms per layer (8 x 336 tokens, bf16), while on an Intel Xeon with AMX-BF16 SDPA won (80 vs 72 items/s
-for the whole backend; `../shared/reference/cpu-profile-amx.md`). So `choose_kernel` times both kernels
-on buckets shaped like chat traffic (three causal 384-token sequences: 9 chunks of 128 queries over
-128-384 keys; the model's heads, head_dim and dtype) and returns the faster, once per (device, dtype, heads, kv heads, head_dim) per
-process. Accelerators skip the probe: the fused masked SDPA avoids the score tensor there.
+for the whole backend; `../shared/reference/cpu-profile-amx.md`), and vLLM's CPU kernel (`paged`, where the
+vLLM CPU build is installed) beat both there. So `choose_kernel` times every kernel that can run here
+(`attention_plans.kernels_here`) on sequences shaped like chat traffic (three causal 384-token sequences;
+the model's heads, head_dim and dtype) and returns the fastest, once per (device, dtype, heads, kv heads,
+head_dim) per process. Accelerators skip the probe: the fused masked SDPA avoids the score tensor there.
 
-The probe costs ~20-60 ms on 2 CPU cores; the two kernels alternate and each keeps its best time, so a
-burst of load from another process hurts both alike.
+The probe costs ~20-90 ms on 2 CPU cores; the kernels alternate and each keeps its best time, so a
+burst of load from another process hurts all alike.
 """
 
 from __future__ import annotations
@@ -20,20 +21,20 @@ import time
 
 import torch
 
-from .packed_attention import AttentionSequence, attend, plan_attention
+from .attention_plans import AttentionShape, kernels_here, plan_forward, run_attention
+from .packed_attention import AttentionSequence
 
-__all__ = ["KERNELS", "choose_kernel"]
+__all__ = ["choose_kernel", "probe_times"]
 
 logger = logging.getLogger(__name__)
 
-KERNELS = ("matmul", "sdpa")
 _PROBE_SEQUENCES = 3
 _PROBE_TOKENS = 384
 _ROUNDS = 5
 
 
 def choose_kernel(device: torch.device, dtype: torch.dtype, heads: int, kv_heads: int, head_dim: int) -> str:
-    """`sdpa` on accelerators; on CPUs the faster of `KERNELS` as measured here (cached per shape)."""
+    """`sdpa` on accelerators; on CPUs the fastest of `kernels_here` as measured here (cached per shape)."""
     if device.type != "cpu":
         return "sdpa"
     return _measured(str(device), dtype, heads, kv_heads, head_dim)
@@ -58,16 +59,21 @@ def probe_times(
         span, positions = list(range(rows, rows + _PROBE_TOKENS)), list(range(_PROBE_TOKENS))
         sequences.append(AttentionSequence(span, positions, span, positions))
         rows += _PROBE_TOKENS
-    buckets = plan_attention(sequences, num_heads=heads, dtype=dtype, device=device)
+    kernels = kernels_here(device)
+    shape = AttentionShape(heads, kv_heads, head_dim)
+    plans = {
+        kernel: plan_forward(sequences, sequences, kernel=kernel, shape=shape, dtype=dtype, device=device)[0]
+        for kernel in kernels
+    }
     generator = torch.Generator(device="cpu").manual_seed(0)
     query = torch.randn(rows, heads, head_dim, generator=generator).to(device, dtype)
     keys = torch.randn(rows, kv_heads, head_dim, generator=generator).to(device, dtype)
     values = torch.randn(rows, kv_heads, head_dim, generator=generator).to(device, dtype)
-    best = dict.fromkeys(KERNELS, float("inf"))
+    best = dict.fromkeys(kernels, float("inf"))
     for round_ in range(_ROUNDS + 1):
-        for kernel in KERNELS if round_ % 2 == 0 else reversed(KERNELS):
+        for kernel in kernels if round_ % 2 == 0 else reversed(kernels):
             started = time.perf_counter()
-            attend(query, keys, values, buckets, head_dim**-0.5, kernel=kernel)
+            run_attention(query, keys, values, plans[kernel], head_dim**-0.5)
             elapsed = time.perf_counter() - started
             if round_:  # round 0 warms up both
                 best[kernel] = min(best[kernel], elapsed)

@@ -4,8 +4,9 @@ The transformers forward pads every row to the longest and computes every positi
 reward model reads two states per conversation (the reward token and the gate token), so this forward:
 - runs the token-wise work (embedding, norms, projections, MLP) on the real tokens laid end to end, with
   each token's own rotary position (no padding at all);
-- runs attention per sequence in length buckets (`packed_attention`), which is also how a GRPO prompt is
-  computed once and read by every response, and how a prompt cached by an earlier batch is reused;
+- runs attention per sequence (`attention_plans`: length buckets, or vLLM's CPU kernel over a paged
+  cache), which is also how a GRPO prompt is computed once and read by every response, and how a prompt
+  cached by an earlier batch is reused;
 - in the last layer, computes keys and values for every row but queries, attention output, MLP and the
   final norm only for the rows whose states are read (on a 4-layer backbone that is ~20% of the GEMM work).
 
@@ -23,8 +24,9 @@ from typing import Any
 import torch
 from transformers.models.llama.modeling_llama import rotate_half
 
+from .attention_plans import AttentionPlan, AttentionShape, plan_forward, run_attention
 from .attention_probe import choose_kernel
-from .packed_attention import AttentionBucket, attend
+from .packed_attention import AttentionSequence
 
 __all__ = ["PackedDecoder", "PackedInput", "unsupported_reason"]
 
@@ -67,9 +69,9 @@ class PackedInput:
 
     input_ids: torch.Tensor  # (T,) tokens to compute
     positions: torch.Tensor  # (T,) rotary positions
-    buckets: list[AttentionBucket]  # every computed row is a query
+    attention: AttentionPlan  # every computed row is a query
     readout_rows: torch.Tensor  # (R,) computed rows whose final states are returned
-    readout_buckets: list[AttentionBucket]  # last layer: queries are the readout rows, in readout order
+    readout_attention: AttentionPlan  # last layer: queries are the readout rows, in readout order
     cached: Sequence[list[tuple[torch.Tensor, torch.Tensor]]] = ()  # per cached prompt, per layer (k, v)
     keep: Sequence[torch.Tensor] = field(default_factory=list)  # computed rows whose keys/values to return
 
@@ -113,8 +115,8 @@ class PackedDecoder:
         self, backbone: Any, *, attention_kernel: str | None = None, compile_layers: bool = False,
         compile_backend: Any = "inductor",
     ) -> None:
-        """`attention_kernel`: `matmul` or `sdpa` (see `packed_attention.attend`); by default chosen on the
-        first forward by `attention_probe.choose_kernel` (measured on CPUs, `sdpa` on accelerators).
+        """`attention_kernel`: `matmul`, `sdpa` or `paged` (see `attention_plans`); by default chosen on the
+        first plan by `attention_probe.choose_kernel` (measured on CPUs, `sdpa` on accelerators).
         `compile_layers`: run each layer's token-wise work through `torch.compile(dynamic=True)` with
         `compile_backend` (one graph per stage for all layers and row counts; attention stays eager);
         compiled on first use, or ahead of traffic by `compile_now`."""
@@ -123,9 +125,12 @@ class PackedDecoder:
             raise ValueError(f"the packed forward does not support this backbone: {reason}")
         config = backbone.config
         self._backbone = backbone
-        self._heads = int(config.num_attention_heads)
-        self._kv_heads = int(config.num_key_value_heads or config.num_attention_heads)
-        self._head_dim = int(backbone.layers[0].self_attn.head_dim)
+        self._shape = AttentionShape(
+            heads=int(config.num_attention_heads),
+            kv_heads=int(config.num_key_value_heads or config.num_attention_heads),
+            head_dim=int(backbone.layers[0].self_attn.head_dim),
+        )
+        self._head_dim = self._shape.head_dim
         self._attention_kernel = attention_kernel
         self._stages: tuple[Any, ...] = _EAGER_STAGES
         if compile_layers:
@@ -161,15 +166,26 @@ class PackedDecoder:
             self._stages = _EAGER_STAGES
             raise
 
-    @property
-    def num_heads(self) -> int:
-        return self._heads
-
     def attention_kernel(self, device: torch.device, dtype: torch.dtype) -> str:
         """The kernel forwards on `device` use: the one given, else the probe's choice (measured once)."""
         if self._attention_kernel is None:
-            self._attention_kernel = choose_kernel(device, dtype, self._heads, self._kv_heads, self._head_dim)
+            shape = self._shape
+            self._attention_kernel = choose_kernel(device, dtype, shape.heads, shape.kv_heads, shape.head_dim)
         return self._attention_kernel
+
+    def plan_attention(
+        self,
+        sequences: Sequence[AttentionSequence],
+        readout_sequences: Sequence[AttentionSequence],
+        *,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> tuple[AttentionPlan, AttentionPlan]:
+        """`PackedInput.attention` and `.readout_attention` for this backbone, with its kernel."""
+        kernel = self.attention_kernel(device, dtype)
+        return plan_forward(
+            sequences, readout_sequences, kernel=kernel, shape=self._shape, dtype=dtype, device=device
+        )
 
     @torch.inference_mode()
     def forward(
@@ -183,7 +199,6 @@ class PackedDecoder:
         cos, sin = cos[0], sin[0]  # (T, head_dim)
         readout = packed.readout_rows
         kept: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in packed.keep]
-        kernel = self.attention_kernel(x.device, x.dtype)
         layers = backbone.layers
         keys_values, query_of, finish = self._stages
         for index, layer in enumerate(layers):
@@ -200,10 +215,10 @@ class PackedDecoder:
             if last:
                 h, residual = h.index_select(0, readout), x.index_select(0, readout)
                 q_cos, q_sin = cos.index_select(0, readout), sin.index_select(0, readout)
-                buckets = packed.readout_buckets
+                plan = packed.readout_attention
             else:
-                residual, q_cos, q_sin, buckets = x, cos, sin, packed.buckets
+                residual, q_cos, q_sin, plan = x, cos, sin, packed.attention
             query = query_of(layer, h, q_cos, q_sin, self._head_dim)
-            mixed = attend(query, keys, values, buckets, layer.self_attn.scaling, kernel=kernel)
+            mixed = run_attention(query, keys, values, plan, layer.self_attn.scaling)
             x = finish(layer, residual, mixed)
         return backbone.norm(x), kept

@@ -57,7 +57,8 @@ def test_engine_profile_charges_every_op_to_a_category(tmp_path: Path) -> None:
     assert profile["packed 4"]["ms"]["layout"] > 0 and profile["padded 4"]["ms"]["layout"] == 0
     shared, unshared = profile["grpo 2x2 shared"], profile["grpo 2x2 unshared"]
     assert shared["items_per_batch"] == unshared["items_per_batch"] == 4  # 2 groups of 2 responses
-    assert shared["ms"]["attention sdpa"] + shared["ms"]["attention matmul"] > 0
+    kernels = ("attention sdpa", "attention matmul", "attention paged")  # whichever the probe chose
+    assert sum(shared["ms"][kernel] for kernel in kernels) > 0
     assert "| gemm |" in stderr  # the markdown table
 
 

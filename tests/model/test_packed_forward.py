@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel, LlamaConfig, MistralConfig, Qwen2Config
 
+from service.model.attention_plans import AttentionShape, kernels_here, plan_forward
 from service.model.packed_attention import MAX_BUCKET_SCORES, AttentionSequence, attend, plan_attention
 from service.model.packed_decoder import PackedDecoder, PackedInput, unsupported_reason
 
 HEADS, KV_HEADS, DIM = 4, 2, 32
+CPU_KERNELS = kernels_here(torch.device("cpu"))  # matmul, sdpa, and paged where vLLM's CPU build is installed
 
 
 def reference_attention(q, keys, values, sequence, scaling):  # type: ignore[no-untyped-def]
@@ -120,15 +122,15 @@ def test_decoder_readouts_equal_the_transformers_forward(config_class, extra) ->
         )
         for j, sequence in enumerate(sequences)
     ]
-    cpu = torch.device("cpu")
-    packed = PackedInput(
-        input_ids=torch.cat(ids),
-        positions=torch.cat([torch.arange(n) for n in lengths]),
-        buckets=plan_attention(sequences, num_heads=HEADS, dtype=torch.float32, device=cpu),
-        readout_rows=torch.tensor(readout_rows),
-        readout_buckets=plan_attention(readout_sequences, num_heads=HEADS, dtype=torch.float32, device=cpu),
-    )
-    for kernel in ("matmul", "sdpa"):  # sdpa is the accelerator default; both must equal transformers
+    for kernel in CPU_KERNELS:  # sdpa is the accelerator default; every kernel must equal transformers
+        attention, readout_attention = _plans(sequences, readout_sequences, kernel)
+        packed = PackedInput(
+            input_ids=torch.cat(ids),
+            positions=torch.cat([torch.arange(n) for n in lengths]),
+            attention=attention,
+            readout_rows=torch.tensor(readout_rows),
+            readout_attention=readout_attention,
+        )
         hidden, _ = PackedDecoder(backbone, attention_kernel=kernel).forward(packed)
         for k, (i, p) in enumerate(reads):
             torch.testing.assert_close(hidden[k], expected[i][p], atol=1e-5, rtol=0)
@@ -145,9 +147,14 @@ def test_backbones_the_packed_forward_cannot_reproduce_are_named() -> None:
         PackedDecoder(gpt2)
 
 
-def _causal_input(ids: list[torch.Tensor]) -> PackedInput:
+def _plans(sequences, readout_sequences, kernel):  # type: ignore[no-untyped-def]
+    shape, cpu, dtype = AttentionShape(HEADS, KV_HEADS, DIM), torch.device("cpu"), torch.float32
+    return plan_forward(sequences, readout_sequences, kernel=kernel, shape=shape, dtype=dtype, device=cpu)
+
+
+def _causal_input(ids: list[torch.Tensor], kernel: str = "matmul") -> PackedInput:
     """Each row its own causal sequence; the last token of each is read out."""
-    cpu, starts, sequences = torch.device("cpu"), [], []
+    starts, sequences = [], []
     for row in ids:
         start = sum(len(previous) for previous in ids[: len(starts)])
         starts.append(start)
@@ -157,12 +164,13 @@ def _causal_input(ids: list[torch.Tensor]) -> PackedInput:
         AttentionSequence([j], [len(row) - 1], list(s.key_rows), list(s.key_positions))
         for j, (row, s) in enumerate(zip(ids, sequences, strict=True))
     ]
+    attention, readout_attention = _plans(sequences, readout_sequences, kernel)
     return PackedInput(
         input_ids=torch.cat(ids),
         positions=torch.cat([torch.arange(len(row)) for row in ids]),
-        buckets=plan_attention(sequences, num_heads=HEADS, dtype=torch.float32, device=cpu),
+        attention=attention,
         readout_rows=torch.tensor([s + len(row) - 1 for s, row in zip(starts, ids, strict=True)]),
-        readout_buckets=plan_attention(readout_sequences, num_heads=HEADS, dtype=torch.float32, device=cpu),
+        readout_attention=readout_attention,
     )
 
 
