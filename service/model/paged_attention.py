@@ -85,6 +85,7 @@ class PagedKeys:
     block_ids: list[np.ndarray]  # per sequence: its blocks, in position order
     write_rows: torch.Tensor  # (W,) key-pool rows to write, each block's rows once
     write_slots: torch.Tensor  # (W,) their cache slots (block * BLOCK_SIZE + offset)
+    writes_leading_rows: bool  # write_rows is 0..W-1: the pool's first W rows, no gather needed
     cache: torch.Tensor  # (blocks, kv_heads, BLOCK_SIZE, 2 * head_dim), zeroed: unused slots stay finite
     isa: str
 
@@ -95,6 +96,7 @@ class PagedPlan:
 
     keys: PagedKeys
     query_rows: torch.Tensor  # (Q,) query rows in request order
+    queries_lead: bool  # query_rows is 0..Q-1: the first Q rows, no gather or scatter needed
     query_start: torch.Tensor  # (requests + 1,) int32 offsets into `query_rows`
     seq_lens: torch.Tensor  # (requests,) int32 keys each request reads
     block_table: torch.Tensor  # (requests, max blocks) int32
@@ -128,10 +130,12 @@ def plan_paged_keys(
             ids.append(block)
             parent = block
         block_ids.append(np.asarray(ids, dtype=np.int32))
+    write_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     return PagedKeys(
         block_ids=block_ids,
-        write_rows=torch.from_numpy(np.concatenate(rows) if rows else np.zeros(0, np.int64)),
+        write_rows=torch.from_numpy(write_rows),
         write_slots=torch.from_numpy(np.concatenate(slots) if slots else np.zeros(0, np.int64)),
+        writes_leading_rows=_leading(write_rows),
         cache=torch.zeros(max(blocks, 1), kv_heads, BLOCK_SIZE, 2 * head_dim, dtype=dtype),
         isa=_isa(dtype, head_dim),
     )
@@ -170,14 +174,24 @@ def plan_paged_requests(
         len(tables), num_heads, kv_heads, head_dim, lens, keys.cache.dtype, query_start, True, -1, keys.isa,
         False, None, "auto",
     )  # fmt: skip
+    ordered_rows = np.concatenate(query_rows) if query_rows else np.zeros(0, np.int64)
     return PagedPlan(
         keys=keys,
-        query_rows=torch.from_numpy(np.concatenate(query_rows) if query_rows else np.zeros(0, np.int64)),
+        query_rows=torch.from_numpy(ordered_rows),
+        queries_lead=_leading(ordered_rows),
         query_start=query_start,
         seq_lens=lens,
         block_table=torch.from_numpy(block_table),
         scheduler=scheduler,
     )
+
+
+def _leading(rows: np.ndarray) -> bool:
+    return bool(np.array_equal(rows, np.arange(len(rows))))
+
+
+def _take(tensor: torch.Tensor, rows: torch.Tensor, leading: bool) -> torch.Tensor:
+    return tensor[: len(rows)].contiguous() if leading else tensor.index_select(0, rows)
 
 
 def attend_paged(
@@ -189,16 +203,17 @@ def attend_paged(
     cache = plan.keys.cache
     blocks, kv_heads, _, double_dim = cache.shape
     key_cache, value_cache = cache.view(blocks, kv_heads, 2 * BLOCK_SIZE, double_dim // 2).chunk(2, dim=2)
+    written, leading = plan.keys.write_rows, plan.keys.writes_leading_rows
     torch.ops._C.cpu_attn_reshape_and_cache(
-        keys.index_select(0, plan.keys.write_rows), values.index_select(0, plan.keys.write_rows),
-        key_cache, value_cache, plan.keys.write_slots, plan.keys.isa, 1.0, 1.0, "auto",
+        _take(keys, written, leading), _take(values, written, leading), key_cache, value_cache,
+        plan.keys.write_slots, plan.keys.isa, 1.0, 1.0, "auto",
     )  # fmt: skip
-    ordered = query.index_select(0, plan.query_rows)  # (Q, Hq, D), request order
-    mixed = torch.empty_like(ordered)
+    covered = len(plan.query_rows) == len(query)  # rows in no request (padding) get zeros
+    out = torch.empty_like(query) if covered else torch.zeros_like(query)
+    ordered = _take(query, plan.query_rows, plan.queries_lead)  # (Q, Hq, D), request order
+    mixed = out[: len(ordered)] if plan.queries_lead else torch.empty_like(ordered)
     torch.ops._C.cpu_attention_with_kv_cache(
         ordered, key_cache, value_cache, mixed, plan.query_start, plan.seq_lens, scaling, True, None, -1,
         plan.block_table, 0.0, plan.scheduler, None, None, 1.0, 1.0, "auto",
     )  # fmt: skip
-    covered = len(plan.query_rows) == len(query)  # rows in no request (padding) get zeros
-    out = torch.empty_like(query) if covered else torch.zeros_like(query)
-    return out.index_copy_(0, plan.query_rows, mixed)
+    return out if plan.queries_lead else out.index_copy_(0, plan.query_rows, mixed)
