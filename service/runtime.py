@@ -119,7 +119,7 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
         compile_layers=settings.compile_wanted,
     )
     compile_ahead(backend, settings)
-    logger.info("transformers backend forward: %s", backend.forward)
+    logger.info("transformers backend: %s forward, %s attention", backend.forward, backend.attention_kernel)
     return backend
 
 
@@ -145,7 +145,8 @@ def build_runtime(
     settings: ServiceSettings, loaded: Any, backend: ScoringBackend, model_thread: ThreadPoolExecutor | None = None
 ) -> Runtime:
     model = loaded.model
-    card = model_card(settings, loaded, backend.name, getattr(backend, "forward", None))
+    forward, attention = getattr(backend, "forward", None), getattr(backend, "attention_kernel", None)
+    card = model_card(settings, loaded, backend.name, forward, attention)
     encoder = ChatEncoder(
         loaded.tokenizer,
         gate_pattern=getattr(model, "gating_token_pattern", None) if loaded.kind == "armorm" else None,

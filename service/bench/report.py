@@ -68,6 +68,7 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"paretorm bench — {result['meta']['model']}, {result['meta']['dtype']}",
         f"workload: {json.dumps(result['meta']['workload'])}",
+        f"forward: {json.dumps(result['meta'].get('forward'))}",
         "",
         "throughput",
     ]

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import torch
 
 from service.bench import scenarios_inprocess as inproc
@@ -127,6 +128,7 @@ def _run(
 
     for child in (service, no_share, naive):
         _wait(child, cfg.ready_timeout_s)
+    served = httpx.get(f"{service.url}/v1/model", timeout=30).json()  # the forward and kernel it chose
     backend_reason = vllm_reason
     vllm, vllm_reason = _ready_or_dropped(vllm, vllm_reason, "the vLLM server", children, cfg.ready_timeout_s)
     backend, backend_reason = _ready_or_dropped(
@@ -138,12 +140,14 @@ def _run(
     sweep: dict[str, list[dict[str, Any]]] = {"paretorm": [], "vllm": []}
     objectives = cfg.shape.objectives
 
+    cards: dict[str, Any] = {}
     say("PAMA 4096 x 19")
     s["pama_4096x19"] = inproc.pama_timing(objectives=objectives)
     for packed, key, target in ((True, f"in_process_{single}", "in-process"),
                                 (False, f"in_process_padded_{single}", "in-process --no-packed")):
         say(f"{target} {single}" + ("" if packed else " (transformers' padded forward)"))
         runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, packed=packed)
+        cards[target] = runtime.card
         asyncio.run(runtime.warm_up())
         result = inproc.scorer_throughput(runtime, inproc.item_requests(chat["inproc"], 1), c)
         s[key] = _tagged(result.summary(), target, c, 1)
@@ -288,6 +292,7 @@ def _run(
             chat["inproc"],
             grpo,
             runtime,
+            {"server": served, "in_process": cards["in-process"].model_dump()},
             started,
             {
                 child.name: child.ready_after_s
@@ -337,6 +342,7 @@ def _meta(
     chat: list[Any],
     grpo: list[Any],
     runtime: Any,
+    cards: dict[str, dict[str, Any]],
     started: float,
     ready_s: dict[str, float | None],
 ) -> dict[str, Any]:
@@ -370,6 +376,9 @@ def _meta(
             "batch_wait_ms": settings.batch_wait_ms,
             "compile_forward": settings.compile_forward,
             "compiled": settings.compile_wanted,  # also vLLM's: --enforce-eager only where this is false
+        },
+        "forward": {  # as each chose it on this machine (the attention kernel by a measured probe)
+            side: {key: card.get(key) for key in ("forward", "attention")} for side, card in cards.items()
         },
         "service_env": SERVING_MALLOC_ENV,
         "bench_process_malloc_tuned": tuned,

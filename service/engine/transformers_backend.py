@@ -76,6 +76,13 @@ class TransformersBackend:
             return "padded (sequence classifiers run their own transformers forward)"
         return f"padded ({unsupported_reason(self._model.model) or 'packing turned off with --no-packed'})"
 
+    @property
+    def attention_kernel(self) -> str | None:
+        """The packed forward's attention kernel (measured by the probe on first use); None when padded."""
+        if self._decoder is None:
+            return None
+        return self._decoder.attention_kernel(self._device, self._model.backbone_dtype)
+
     def compile_now(self) -> None:
         """Compile the packed forward ahead of traffic (see `PackedDecoder.compile_now`); a no-op when it is
         not compiled. Raises what compiling raised, having gone back to the eager forward."""

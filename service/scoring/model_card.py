@@ -23,7 +23,13 @@ def limits_from(settings: ServiceSettings) -> Limits:
     )
 
 
-def model_card(settings: ServiceSettings, loaded: Any, backend_name: str, forward: str | None = None) -> ModelInfo:
+def model_card(
+    settings: ServiceSettings,
+    loaded: Any,
+    backend_name: str,
+    forward: str | None = None,
+    attention: str | None = None,
+) -> ModelInfo:
     return ModelInfo(
         name=loaded.name,
         revision=loaded.revision,
@@ -33,6 +39,7 @@ def model_card(settings: ServiceSettings, loaded: Any, backend_name: str, forwar
         device=settings.device,
         backend=backend_name,
         forward=forward,
+        attention=attention,
         is_demo=loaded.is_demo,
         description=loaded.description,
         limits=limits_from(settings),

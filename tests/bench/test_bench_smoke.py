@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from service.model.attention_plans import kernels_here
 
 THROUGHPUT_ROWS = (
     "in_process_16x1",
@@ -104,5 +107,7 @@ def test_ratios_exactness_padding_pama_and_latency(quick_run: tuple[dict, str]) 
     assert [row["concurrency"] for row in result["concurrency_sweep"]["paretorm"]] == [4, 16]
     assert result["meta"]["workload"]["grpo_shared_prompt_tokens"] == 428
     assert result["meta"]["service_env"]["MALLOC_MMAP_THRESHOLD_"] == "33554432"
+    for side in ("server", "in_process"):  # which forward and attention kernel each chose on this machine
+        assert result["meta"]["forward"][side]["attention"] in kernels_here(torch.device("cpu")), side
     assert "ratios" in stdout and "http_16x1 / naive_16x1" in stdout
     assert "latency at the same offered rates for both engines" in stdout

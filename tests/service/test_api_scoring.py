@@ -8,6 +8,8 @@ import httpx
 import numpy as np
 import torch
 
+from service.model.attention_plans import kernels_here
+
 CHAT = [
     ("What is the capital of France?", "Paris is the capital of France."),
     ("Write a haiku about rain.", "Rain taps on the glass\nsoft grey clouds drift slowly by\npuddles hold the sky"),
@@ -140,6 +142,7 @@ def test_model_info_reports_limits_and_demo_flag(http: httpx.Client, loaded_mode
     assert info["objectives"] == list(loaded_model.model.objective_names)
     assert info["kind"] == "armorm" and info["is_demo"] is False and info["dtype"] == "float32"
     assert info["backend"] == "transformers" and info["forward"] == "packed"
+    assert info["attention"] in kernels_here(torch.device("cpu"))  # the probe's choice on this machine
     assert info["limits"]["max_input_tokens"] == 256 and info["limits"]["max_items_per_request"] == 64
     assert info["revision"] == loaded_model.revision
 
