@@ -19,9 +19,10 @@ CPU_KERNELS = kernels_here(torch.device("cpu"))  # matmul, sdpa, and paged where
 
 def reference_attention(q, keys, values, sequence, scaling):  # type: ignore[no-untyped-def]
     """One sequence with an explicit visibility mask through PyTorch's SDPA (keys repeated per group)."""
+    group = q.shape[1] // keys.shape[1]
     query = q[list(sequence.query_rows)].transpose(0, 1)  # (Hq, Lq, D)
-    k = keys[list(sequence.key_rows)].transpose(0, 1).repeat_interleave(HEADS // KV_HEADS, dim=0)
-    v = values[list(sequence.key_rows)].transpose(0, 1).repeat_interleave(HEADS // KV_HEADS, dim=0)
+    k = keys[list(sequence.key_rows)].transpose(0, 1).repeat_interleave(group, dim=0)
+    v = values[list(sequence.key_rows)].transpose(0, 1).repeat_interleave(group, dim=0)
     visible = torch.tensor(sequence.key_positions)[None, :] <= torch.tensor(sequence.query_positions)[:, None]
     out = F.scaled_dot_product_attention(query, k, v, attn_mask=visible, scale=scaling)
     return out.transpose(0, 1)  # (Lq, Hq, D)

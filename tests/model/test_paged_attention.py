@@ -35,17 +35,28 @@ def _grpo_and_chat() -> tuple[list[AttentionSequence], int]:
     return sequences, rows
 
 
-@pytest.mark.parametrize(("dtype", "atol"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_paged_attention_equals_masked_sdpa_per_sequence(dtype: torch.dtype, atol: float) -> None:
+@pytest.mark.parametrize(
+    ("dtype", "atol", "shape"),
+    [
+        (torch.float32, 1e-5, SHAPE),
+        (torch.bfloat16, 2e-2, SHAPE),
+        (torch.bfloat16, 2e-2, AttentionShape(32, 8, 128)),  # ArmoRM-Llama3-8B's heads, kv heads, head_dim
+    ],
+    ids=["fp32", "bf16", "bf16-armorm-8b-heads"],
+)
+def test_paged_attention_equals_masked_sdpa_per_sequence(
+    dtype: torch.dtype, atol: float, shape: AttentionShape
+) -> None:
     torch.manual_seed(0)
     sequences, rows = _grpo_and_chat()
     padded_rows = rows + 5  # rows in no sequence, as `row_multiple` padding adds
-    q = torch.randn(padded_rows, HEADS, DIM)
-    keys, values = torch.randn(padded_rows, KV_HEADS, DIM), torch.randn(padded_rows, KV_HEADS, DIM)
-    plan, _ = plan_forward(sequences, sequences, kernel="paged", shape=SHAPE, dtype=dtype, device=CPU)
-    got = run_attention(q.to(dtype), keys.to(dtype), values.to(dtype), plan, DIM**-0.5).float()
+    dim = shape.head_dim
+    q = torch.randn(padded_rows, shape.heads, dim)
+    keys, values = torch.randn(padded_rows, shape.kv_heads, dim), torch.randn(padded_rows, shape.kv_heads, dim)
+    plan, _ = plan_forward(sequences, sequences, kernel="paged", shape=shape, dtype=dtype, device=CPU)
+    got = run_attention(q.to(dtype), keys.to(dtype), values.to(dtype), plan, dim**-0.5).float()
     for sequence in sequences:
-        expected = reference_attention(q, keys, values, sequence, DIM**-0.5)
+        expected = reference_attention(q, keys, values, sequence, dim**-0.5)
         torch.testing.assert_close(got[list(sequence.query_rows)], expected, atol=atol, rtol=0)
     assert got[rows:].eq(0).all()  # padding rows answer zeros, never stale memory
 
