@@ -40,9 +40,13 @@ class BucketPlan:
 AttentionPlan = BucketPlan | PagedPlan
 
 
-def kernels_here(device: torch.device) -> tuple[str, ...]:
-    """The kernels that can run on `device` in this environment."""
+def kernels_here(
+    device: torch.device, *, head_dim: int | None = None, dtype: torch.dtype | None = None
+) -> tuple[str, ...]:
+    """The kernels that can run on `device` in this environment (for this head size and dtype, if given)."""
     paged = device.type == "cpu" and paged_attention.available()
+    if head_dim is not None and dtype is not None:
+        paged = paged and paged_attention.supports(head_dim, dtype)
     return BUCKET_KERNELS + (("paged",) if paged else ())
 
 
@@ -61,8 +65,10 @@ def plan_forward(
             BucketPlan(plan_attention(part, num_heads=shape.heads, dtype=dtype, device=device), kernel)
             for part in (sequences, readout_sequences)
         )
-    if kernel != "paged" or kernel not in kernels_here(device):
-        raise ValueError(f"attention kernel {kernel!r} cannot run here; use one of {kernels_here(device)}")
+    runnable = kernels_here(device, head_dim=shape.head_dim, dtype=dtype)
+    if kernel not in runnable:
+        raise ValueError(f"attention kernel {kernel!r} cannot run here ({dtype}, head_dim {shape.head_dim}); "
+                         f"use one of {runnable}")  # fmt: skip
     keys = plan_paged_keys(sequences, kv_heads=shape.kv_heads, head_dim=shape.head_dim, dtype=dtype)
     return (
         plan_paged_requests(keys, sequences, num_heads=shape.heads),

@@ -59,22 +59,25 @@ def probe_times(
         span, positions = list(range(rows, rows + _PROBE_TOKENS)), list(range(_PROBE_TOKENS))
         sequences.append(AttentionSequence(span, positions, span, positions))
         rows += _PROBE_TOKENS
-    kernels = kernels_here(device)
     shape = AttentionShape(heads, kv_heads, head_dim)
-    plans = {
-        kernel: plan_forward(sequences, sequences, kernel=kernel, shape=shape, dtype=dtype, device=device)[0]
-        for kernel in kernels
-    }
     generator = torch.Generator(device="cpu").manual_seed(0)
     query = torch.randn(rows, heads, head_dim, generator=generator).to(device, dtype)
     keys = torch.randn(rows, kv_heads, head_dim, generator=generator).to(device, dtype)
     values = torch.randn(rows, kv_heads, head_dim, generator=generator).to(device, dtype)
+    plans = {}
+    for kernel in kernels_here(device, head_dim=head_dim, dtype=dtype):
+        try:  # planning and one call also warm the kernel up
+            plan, _ = plan_forward(sequences, sequences, kernel=kernel, shape=shape, dtype=dtype, device=device)
+            plans[kernel] = plan
+            run_attention(query, keys, values, plans[kernel], head_dim**-0.5)
+        except (RuntimeError, ValueError) as error:  # a kernel library that loads but refuses this shape
+            plans.pop(kernel, None)
+            logger.warning("attention kernel %s left out: it failed on the probe (%s)", kernel, error)
+    kernels = list(plans)
     best = dict.fromkeys(kernels, float("inf"))
-    for round_ in range(_ROUNDS + 1):
+    for round_ in range(_ROUNDS):
         for kernel in kernels if round_ % 2 == 0 else reversed(kernels):
             started = time.perf_counter()
             run_attention(query, keys, values, plans[kernel], head_dim**-0.5)
-            elapsed = time.perf_counter() - started
-            if round_:  # round 0 warms up both
-                best[kernel] = min(best[kernel], elapsed)
+            best[kernel] = min(best[kernel], time.perf_counter() - started)
     return best

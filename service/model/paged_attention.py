@@ -37,11 +37,18 @@ import torch
 from .packed_attention import AttentionSequence
 
 __all__ = ["BLOCK_SIZE", "PagedKeys", "PagedPlan", "attend_paged", "available", "plan_paged_keys",
-           "plan_paged_requests"]  # fmt: skip
+           "plan_paged_requests", "supports"]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
 BLOCK_SIZE = 32  # the AMX kernel wants a multiple of 32; 64 and 128 measured the same on the bench shape
+HEAD_DIMS = frozenset({32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512})  # `CPUAttentionBackend`'s list
+DTYPES = frozenset({torch.float32, torch.bfloat16, torch.float16})
+
+
+def supports(head_dim: int, dtype: torch.dtype) -> bool:
+    """Whether the kernel takes this head size and dtype (its library may still be missing: `available`)."""
+    return head_dim in HEAD_DIMS and dtype in DTYPES
 
 
 @functools.cache
