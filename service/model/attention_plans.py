@@ -15,9 +15,15 @@ from dataclasses import dataclass
 
 import torch
 
-from . import paged_attention
 from .packed_attention import AttentionBucket, AttentionSequence, attend, plan_attention
-from .paged_attention import PagedPlan, attend_paged, plan_paged_keys, plan_paged_requests
+from .paged_attention import (
+    PagedPlan,
+    attend_paged,
+    available,
+    plan_paged_keys,
+    plan_paged_requests,
+    supports,
+)
 
 __all__ = ["AttentionPlan", "AttentionShape", "BucketPlan", "kernels_here", "plan_forward", "run_attention"]
 
@@ -44,9 +50,9 @@ def kernels_here(
     device: torch.device, *, head_dim: int | None = None, dtype: torch.dtype | None = None
 ) -> tuple[str, ...]:
     """The kernels that can run on `device` in this environment (for this head size and dtype, if given)."""
-    paged = device.type == "cpu" and paged_attention.available()
+    paged = device.type == "cpu" and available()
     if head_dim is not None and dtype is not None:
-        paged = paged and paged_attention.supports(head_dim, dtype)
+        paged = paged and supports(head_dim, dtype)
     return BUCKET_KERNELS + (("paged",) if paged else ())
 
 

@@ -67,8 +67,9 @@ def probe_times(
     plans = {}
     for kernel in kernels_here(device, head_dim=head_dim, dtype=dtype):
         try:  # planning and one call also warm the kernel up
-            plan, _ = plan_forward(sequences, sequences, kernel=kernel, shape=shape, dtype=dtype, device=device)
-            plans[kernel] = plan
+            plans[kernel], _ = plan_forward(
+                sequences, sequences, kernel=kernel, shape=shape, dtype=dtype, device=device
+            )
             run_attention(query, keys, values, plans[kernel], head_dim**-0.5)
         except (RuntimeError, ValueError) as error:  # a kernel library that loads but refuses this shape
             plans.pop(kernel, None)

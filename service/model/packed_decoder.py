@@ -130,7 +130,6 @@ class PackedDecoder:
             kv_heads=int(config.num_key_value_heads or config.num_attention_heads),
             head_dim=int(backbone.layers[0].self_attn.head_dim),
         )
-        self._head_dim = self._shape.head_dim
         self._attention_kernel = attention_kernel
         self._stages: tuple[Any, ...] = _EAGER_STAGES
         if compile_layers:
@@ -159,8 +158,8 @@ class PackedDecoder:
                 cos, sin = cos[0], sin[0]
                 keys_values, query_of, finish = self._stages
                 for layer in backbone.layers:
-                    h, _, _ = keys_values(layer, x, cos, sin, self._head_dim)
-                    query = query_of(layer, h, cos, sin, self._head_dim)  # (rows, heads, head_dim)
+                    h, _, _ = keys_values(layer, x, cos, sin, self._shape.head_dim)
+                    query = query_of(layer, h, cos, sin, self._shape.head_dim)  # (rows, heads, head_dim)
                     x = finish(layer, x, query)  # the query stands in for attention's output: same shape
         except Exception:
             self._stages = _EAGER_STAGES
@@ -203,7 +202,7 @@ class PackedDecoder:
         keys_values, query_of, finish = self._stages
         for index, layer in enumerate(layers):
             last = index == len(layers) - 1
-            h, keys, values = keys_values(layer, x, cos, sin, self._head_dim)
+            h, keys, values = keys_values(layer, x, cos, sin, self._shape.head_dim)
             for slot, kept_rows in enumerate(packed.keep):
                 kept[slot].append(
                     (keys.index_select(0, kept_rows).transpose(0, 1)[None],
@@ -218,7 +217,7 @@ class PackedDecoder:
                 plan = packed.readout_attention
             else:
                 residual, q_cos, q_sin, plan = x, cos, sin, packed.attention
-            query = query_of(layer, h, q_cos, q_sin, self._head_dim)
+            query = query_of(layer, h, q_cos, q_sin, self._shape.head_dim)
             mixed = run_attention(query, keys, values, plan, layer.self_attn.scaling)
             x = finish(layer, residual, mixed)
         return backbone.norm(x), kept

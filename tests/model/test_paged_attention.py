@@ -52,7 +52,8 @@ def test_paged_attention_equals_masked_sdpa_per_sequence(
     padded_rows = rows + 5  # rows in no sequence, as `row_multiple` padding adds
     dim = shape.head_dim
     q = torch.randn(padded_rows, shape.heads, dim)
-    keys, values = torch.randn(padded_rows, shape.kv_heads, dim), torch.randn(padded_rows, shape.kv_heads, dim)
+    keys = torch.randn(padded_rows, shape.kv_heads, dim)
+    values = torch.randn(padded_rows, shape.kv_heads, dim)
     plan, _ = plan_forward(sequences, sequences, kernel="paged", shape=shape, dtype=dtype, device=CPU)
     got = run_attention(q.to(dtype), keys.to(dtype), values.to(dtype), plan, dim**-0.5).float()
     for sequence in sequences:
