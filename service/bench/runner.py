@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import torch
 
+from clients.client import RewardClient
+from clients.protocol import ModelInfo
 from service.bench import scenarios_inprocess as inproc
 from service.bench import servers
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
@@ -128,7 +129,8 @@ def _run(
 
     for child in (service, no_share, naive):
         _wait(child, cfg.ready_timeout_s)
-    served = httpx.get(f"{service.url}/v1/model", timeout=30).json()  # the forward and kernel it chose
+    with RewardClient(service.url) as client:
+        served = client.model_info()  # the forward and attention kernel it chose
     backend_reason = vllm_reason
     vllm, vllm_reason = _ready_or_dropped(vllm, vllm_reason, "the vLLM server", children, cfg.ready_timeout_s)
     backend, backend_reason = _ready_or_dropped(
@@ -140,7 +142,7 @@ def _run(
     sweep: dict[str, list[dict[str, Any]]] = {"paretorm": [], "vllm": []}
     objectives = cfg.shape.objectives
 
-    cards: dict[str, Any] = {}
+    cards: dict[str, ModelInfo] = {}
     say("PAMA 4096 x 19")
     s["pama_4096x19"] = inproc.pama_timing(objectives=objectives)
     for packed, key, target in ((True, f"in_process_{single}", "in-process"),
@@ -292,7 +294,7 @@ def _run(
             chat["inproc"],
             grpo,
             runtime,
-            {"server": served, "in_process": cards["in-process"].model_dump()},
+            {"server": served, "in_process": cards["in-process"]},
             started,
             {
                 child.name: child.ready_after_s
@@ -342,7 +344,7 @@ def _meta(
     chat: list[Any],
     grpo: list[Any],
     runtime: Any,
-    cards: dict[str, dict[str, Any]],
+    cards: dict[str, ModelInfo],
     started: float,
     ready_s: dict[str, float | None],
 ) -> dict[str, Any]:
@@ -378,7 +380,7 @@ def _meta(
             "compiled": settings.compile_wanted,  # also vLLM's: --enforce-eager only where this is false
         },
         "forward": {  # as each chose it on this machine (the attention kernel by a measured probe)
-            side: {key: card.get(key) for key in ("forward", "attention")} for side, card in cards.items()
+            side: {"forward": card.forward, "attention": card.attention} for side, card in cards.items()
         },
         "service_env": SERVING_MALLOC_ENV,
         "bench_process_malloc_tuned": tuned,
