@@ -3,12 +3,16 @@
 Contract:
 - `submit` enqueues a request's conversations and returns their scores in order. It refuses work at once
   (429) when the tokens waiting would exceed `max_queue_tokens`, and (503) once draining has begun.
-- A single loop task plans batches (`planning.plan_next`: token budget, item cap, length-sorted, shared
-  prompts kept together) and hands the backend the finished `Batch` (planned once, never regrouped) on a
-  one-thread executor, so the event loop stays free while the model computes and forwards never overlap.
+- A single loop task plans batches (`planning.plan_next`: token budget, item cap, the oldest item first,
+  then smallest request first on a packed backend, shared prompts kept together) and hands the backend the
+  finished `Batch` (planned once, never regrouped) on a one-thread executor, so the event loop stays free
+  while the model computes and forwards never overlap.
 - While a forward runs, the next batch is handed over as soon as the queue holds a whole one, so the model
   thread goes from one forward to the next without waiting for a turn of a busy event loop (at most
   `PIPELINE_DEPTH` batches handed over; a part-filled batch waits for the running one to end, as it may grow).
+  Such a batch is planned by the model thread when it gets to it, not when it is handed over: a small
+  request that arrives meanwhile still goes into it, instead of waiting for one more whole forward. The
+  queue is therefore shared by two threads, under `_queue_lock` (held for a plan, never for a forward).
 - No torch here: the backend is known only through `types.ScoringBackend`.
 - A conversation whose request was abandoned (deadline passed, client gone) is dropped before it reaches
   the model; a batch that fails hands the exception to every request in it and the loop carries on.
@@ -18,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -96,6 +102,7 @@ class Batcher:
         self._share_prompts = share_prompts
         self._waiting: list[_Pending] = []
         self._queued_tokens = 0
+        self._queue_lock = threading.Lock()  # `_waiting` and `_queued_tokens` change on two threads
         self._wakeup = asyncio.Event()
         self._executor = model_thread or model_thread_executor()
         self._loop_task: asyncio.Task[None] | None = None
@@ -185,11 +192,13 @@ class Batcher:
         request = _Request(future=loop.create_future(),
                            rows=[None] * len(conversations), remaining=len(conversations))
         now = time.perf_counter()
-        self._waiting.extend(
-            _Pending(conversation, request, position, now) for position, conversation in enumerate(conversations)
-        )
-        self._queued_tokens += tokens
-        self._publish_queue()
+        with self._queue_lock:
+            self._waiting.extend(
+                _Pending(conversation, request, position, now)
+                for position, conversation in enumerate(conversations)
+            )
+            self._queued_tokens += tokens
+            self._publish_queue()
         self._wakeup.set()
         self._submitted += 1
         try:
@@ -225,24 +234,33 @@ class Batcher:
             if self._running >= PIPELINE_DEPTH or (self._running and not self._fills_a_batch()):
                 self._wakeup.clear()  # the running batch's end (or more work) sets it again
                 continue
-            if self._batch_wait_s and not self._running and not self._backlog and not self._fills_a_batch():
+            if self._running:
+                self._hand_over(self._take_next)  # planned when the model thread gets to it
+                continue
+            if self._batch_wait_s and not self._backlog and not self._fills_a_batch():
                 await asyncio.sleep(self._batch_wait_s)
-            self._drop_abandoned()
-            if not self._waiting:
+            taken = self._take_next()
+            if not taken[0]:
                 self._wakeup.clear()
                 continue
-            self._launch(*self._take_batch())
+            self._hand_over(lambda taken=taken: taken)
 
     def _fills_a_batch(self) -> bool:
         return len(self._waiting) >= self._max_batch_items or self._queued_tokens >= self._max_batch_tokens
 
-    def _launch(self, batch: list[_Pending], planned: Batch) -> None:
-        """Hand `planned` to the model thread; its result is delivered from the event loop when it lands."""
+    def _hand_over(self, take: Callable[[], tuple[list[_Pending], Batch]]) -> None:
+        """Hand the model thread a batch to `take` and run; the event loop delivers it when it lands."""
         self._running += 1
         self._backlog = False
-        loop = asyncio.get_running_loop()
-        forward = loop.run_in_executor(self._executor, _timed_run, self._backend, planned, batch)
-        forward.add_done_callback(lambda done: self._landed(batch, done))
+        taken: list[_Pending] = []  # filled on the model thread before the future completes
+
+        def take_and_run() -> _Ran | None:
+            batch, planned = take()
+            taken.extend(batch)
+            return _timed_run(self._backend, planned, batch)
+
+        forward = asyncio.get_running_loop().run_in_executor(self._executor, take_and_run)
+        forward.add_done_callback(lambda done: self._landed(taken, done))
 
     def _landed(self, batch: list[_Pending], forward: asyncio.Future[_Ran | None]) -> None:
         self._running -= 1
@@ -264,13 +282,24 @@ class Batcher:
             if not pending.request.future.done():
                 pending.request.future.set_exception(error)
 
+    def _take_next(self) -> tuple[list[_Pending], Batch]:
+        """The next batch out of the queue, planned now (either thread); empty when nothing is waiting."""
+        with self._queue_lock:
+            self._drop_abandoned()
+            if not self._waiting:
+                return [], Batch((), ())
+            return self._take_batch()
+
     def _take_batch(self) -> tuple[list[_Pending], Batch]:
+        """Plan and remove the next batch; the caller holds `_queue_lock`."""
+        waiting_per_request = Counter(id(pending.request) for pending in self._waiting)
         chosen, planned = plan_next(
             [pending.conversation for pending in self._waiting],
             max_batch_tokens=self._max_batch_tokens,
             max_batch_items=self._max_batch_items,
             share_prompts=self._share_prompts,
             packed=self._backend.packed,
+            request_sizes=[waiting_per_request[id(pending.request)] for pending in self._waiting],
         )
         chosen_set = set(chosen)
         batch = [self._waiting[i] for i in chosen]
@@ -280,6 +309,7 @@ class Batcher:
         return batch, planned
 
     def _drop_abandoned(self) -> None:
+        """Forget conversations whose request was abandoned; the caller holds `_queue_lock`."""
         kept = [pending for pending in self._waiting if not pending.request.abandoned]
         if len(kept) != len(self._waiting):
             metrics.DROPPED.inc(len(self._waiting) - len(kept))

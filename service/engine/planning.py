@@ -4,8 +4,10 @@ Pure functions, no asyncio and no torch, so the policy is tested on its own. The
 - conversations sharing a prompt prefix form one *unit* (the backend computes the prefix once), so a GRPO
   group is never split across batches unless it alone exceeds the budget;
 - units are sorted by length, so a batch holds neighbours in length and padding stays small;
-- the batch is seeded with the *oldest* unit and grows towards its length neighbours, so no request
-  starves behind a stream of better-fitting ones;
+- the batch is seeded with the *oldest* unit, so no request starves behind a stream of better-fitting
+  ones; it then grows towards its length neighbours (padding), or, on a packed backend given request
+  sizes, smallest request first: a one-item request that arrives behind thousands of queued items from
+  big clients goes into the next forward instead of waiting for all of them (measured in `plan_next`);
 - the cost of a batch is what the backend will compute: for a packed backend the real tokens (a shared
   prompt once); otherwise padded tokens for plain items and `prefix + members x longest suffix` for a
   shared unit. It must fit `max_batch_tokens`, and the batch holds at most `max_batch_items`
@@ -98,16 +100,27 @@ def plan_next(
     max_batch_items: int,
     share_prompts: bool,
     packed: bool = False,
+    request_sizes: Sequence[int] | None = None,
 ) -> tuple[list[int], Batch]:
     """The next batch, planned once: ascending indices into `waiting` and the `Batch` the backend runs.
 
     The oldest unit always goes in; no unit is over budget (the scorer rejects inputs longer than
     `max_input_tokens` <= `max_batch_tokens`, and `build_units` splits larger groups). Two units with the
     same prefix never share a batch: the backend would compute that prompt twice.
+
+    `request_sizes[i]`: how many conversations of `waiting[i]`'s request are waiting. On a packed backend
+    (no padding, so neighbours in length gain nothing) the rest of the batch is then filled smallest request
+    first, in arrival order among equals: shortest-remaining-first, which minimises the mean wait. With 4
+    clients keeping 64-item requests queued beside one-item requests at 4/s (bench model, 2-core Intel Xeon
+    AMX-BF16, 2 rounds), the one-item p50 went from 2.1-2.4 s (p99 5.5-6.6 s) to 1.1 s (p99 1.6 s) with the
+    batcher's late planning; vLLM's server, first come first served, 3.5-5.2 s.
     """
     if not waiting:
         return [], Batch((), ())
     units = build_units(waiting, share_prompts, max_batch_items, max_batch_tokens, packed)
+    if packed and request_sizes is not None:
+        return _renumbered(waiting, _smallest_requests_first(units, request_sizes, max_batch_tokens,
+                                                             max_batch_items))
     units.sort(key=lambda unit: unit.max_len)
     seed = min(range(len(units)), key=lambda position: units[position].oldest)
     chosen = [units[seed]]
@@ -138,6 +151,27 @@ def plan_next(
         if not grew:
             break
     return _renumbered(waiting, chosen)
+
+
+def _smallest_requests_first(
+    units: list[Unit], request_sizes: Sequence[int], max_batch_tokens: int, max_batch_items: int
+) -> list[Unit]:
+    """The oldest unit, then every unit that fits, smallest request first (packed cost: additive)."""
+    seed = min(units, key=lambda unit: unit.oldest)
+    chosen, keys = [seed], {seed.key}
+    count, cost = len(seed.members), batch_cost([seed], packed=True)
+    for unit in sorted(units, key=lambda unit: (min(request_sizes[m] for m in unit.members), unit.oldest)):
+        if unit is seed or count + len(unit.members) > max_batch_items:
+            continue
+        if unit.key is not None and unit.key in keys:  # one prompt, computed twice
+            continue
+        unit_cost = batch_cost([unit], packed=True)
+        if cost + unit_cost > max_batch_tokens:
+            continue
+        chosen.append(unit)
+        keys.add(unit.key)
+        count, cost = count + len(unit.members), cost + unit_cost
+    return chosen
 
 
 def _renumbered(waiting: Sequence[EncodedConversation], chosen: Sequence[Unit]) -> tuple[list[int], Batch]:

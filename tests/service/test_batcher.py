@@ -103,13 +103,39 @@ def test_a_whole_next_batch_is_handed_over_while_the_model_runs_and_needs_no_eve
         assert batcher.queued_items == 1  # part-filled: it waits, as it may still grow
         grown = asyncio.ensure_future(batcher.submit([conv(4), conv(5)]))
         await asyncio.sleep(0.02)
-        assert batcher.queued_items == 1  # a whole batch [3, 4] was handed over; 5 waits
+        assert batcher.queued_items == 3  # a whole batch is handed over, to be planned by the model thread
         backend.gate.set()
         time.sleep(0.3)  # the event loop is blocked: only the model thread can move
         assert backend.batches == [[1, 2], [3, 4]]
         results = await asyncio.gather(first, partial, grown)
         assert [[row.score for row in result.rows] for result in results] == [[1, 2], [3], [4, 5]]
         assert backend.batches == [[1, 2], [3, 4], [5]] and batcher.idle
+        await batcher.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_next_batch_is_planned_when_the_model_gets_to_it_smallest_request_first() -> None:
+    """A one-item request that arrives behind a big request, after the next batch was handed over, still
+    rides in that batch: planned late, by the model thread; after the oldest item, smallest request first."""
+
+    async def scenario() -> None:
+        backend = FakeBackend()
+        backend.packed = True  # the smallest-first order is the packed backend's
+        backend.gate.clear()
+        batcher = make(backend, max_batch_items=2, batch_wait_ms=0.0)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit([conv(1), conv(2)]))
+        await asyncio.sleep(0.05)  # batch [1, 2] is inside the (blocked) model
+        big = asyncio.ensure_future(batcher.submit([conv(10 + i) for i in range(6)]))
+        await asyncio.sleep(0.02)  # a whole next batch is handed over
+        small = asyncio.ensure_future(batcher.submit([conv(99)]))
+        await asyncio.sleep(0.02)
+        backend.gate.set()
+        assert [row.score for row in (await small).rows] == [99]
+        assert [row.score for row in (await big).rows] == [10 + i for i in range(6)]
+        await running
+        assert backend.batches == [[1, 2], [10, 99], [11, 12], [13, 14], [15]]
         await batcher.close()
 
     asyncio.run(scenario())
@@ -140,8 +166,8 @@ def test_full_queue_is_refused_and_draining_refuses_new_work() -> None:
         await asyncio.sleep(0.05)
         handed = asyncio.ensure_future(batcher.submit([conv(2)]))  # handed over, next after the running one
         await asyncio.sleep(0.01)
-        assert batcher.queued_tokens == 0
-        queued = asyncio.ensure_future(batcher.submit([conv(3), conv(4)]))  # 8 tokens: the queue is full
+        assert batcher.queued_tokens == 4  # not yet planned (the model thread plans it): it still counts
+        queued = asyncio.ensure_future(batcher.submit([conv(3)]))  # 8 tokens: the queue is full
         await asyncio.sleep(0.01)
         with pytest.raises(Overloaded) as refused:
             await batcher.submit([conv(5)])
@@ -152,7 +178,7 @@ def test_full_queue_is_refused_and_draining_refuses_new_work() -> None:
             await batcher.submit([conv(6)])
         backend.gate.set()
         assert await drain is True
-        assert [row.score for row in (await queued).rows] == [3, 4]
+        assert [row.score for row in (await queued).rows] == [3]
         assert [row.score for row in (await handed).rows] == [2]
         assert [row.score for row in (await running).rows] == [1]
         await batcher.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.engine.planning import batch_cost, build_units, plan_batch
+from service.engine.planning import batch_cost, build_units, plan_batch, plan_next
 from service.engine.types import EncodedConversation
 
 
@@ -88,3 +88,42 @@ def test_units_stay_within_a_token_cap() -> None:
     units = build_units([conv(60, prompt, gate=49) for _ in range(10)], True, max_items=64, max_tokens=120)
     assert all(batch_cost([unit], packed=True) <= 120 for unit in units)
     assert [len(unit.members) for unit in units] == [7, 3]
+
+
+def test_packed_fills_smallest_request_first_after_the_oldest() -> None:
+    """A one-item request behind a big one's queued items rides in the next forward (latency under mixed
+    traffic); the oldest item still goes first, so a stream of small requests cannot starve a big one."""
+    big = [conv(30) for _ in range(8)]  # one request of 8, queued first
+    small = [conv(30), conv(30)]  # two one-item requests after it
+    waiting = big + small
+    sizes = [8] * 8 + [1, 1]
+    chosen = plan_next(waiting, max_batch_tokens=120, max_batch_items=64, share_prompts=False, packed=True,
+                       request_sizes=sizes)[0]
+    assert chosen == [0, 1, 8, 9]  # the oldest, then both small requests, then the big one's next in order
+    without = plan_next(waiting, max_batch_tokens=120, max_batch_items=64, share_prompts=False,
+                        packed=True)[0]
+    assert 8 not in without and 9 not in without  # the length-neighbour growth leaves them behind
+    capped = plan_next(waiting, max_batch_tokens=10_000, max_batch_items=3, share_prompts=False, packed=True,
+                       request_sizes=sizes)[0]
+    assert capped == [0, 8, 9]
+
+
+def test_smallest_first_keeps_groups_whole_and_skips_what_does_not_fit() -> None:
+    prompt = tuple(range(40))
+    group = [conv(50, prompt) for _ in range(3)]  # one GRPO request: the prompt once, 70 tokens packed
+    waiting = [conv(20), *group, conv(60), conv(15)]
+    sizes = [1, 3, 3, 3, 1, 1]
+    chosen = plan_next(waiting, max_batch_tokens=200, max_batch_items=64, share_prompts=True, packed=True,
+                       request_sizes=sizes)[0]
+    assert chosen == [0, 1, 2, 3, 4, 5]  # 20 + 60 + 15 + 70 = 165: everything
+    tight = plan_next(waiting, max_batch_tokens=100, max_batch_items=64, share_prompts=True, packed=True,
+                      request_sizes=sizes)[0]
+    assert tight == [0, 4, 5]  # the oldest, then the small ones (95); the group (70) waits whole, not split
+
+
+def test_request_sizes_leave_the_padded_planner_to_length_neighbours() -> None:
+    waiting = [conv(n) for n in (10, 50, 12, 11, 49, 13, 100)]
+    sizes = [7, 7, 7, 7, 1, 7, 1]
+    budget = {"max_batch_tokens": 60, "max_batch_items": 8, "share_prompts": False}
+    given = plan_next(waiting, **budget, request_sizes=sizes)[0]
+    assert given == plan_batch(waiting, **budget) == [0, 2, 3, 5]
