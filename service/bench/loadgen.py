@@ -159,3 +159,30 @@ async def open_loop(
         await asyncio.gather(*(one(i, at) for i, at in enumerate(times)))
         result.seconds = time.perf_counter() - started
     return result
+
+
+async def load_until(
+    target: Target,
+    units: Sequence[Any],
+    *,
+    concurrency: int,
+    per_request: int,
+    stop: asyncio.Event,
+    result: LoadResult,
+    timeout_s: float = 300.0,
+) -> None:
+    """`concurrency` closed-loop clients sending `per_request` units each until `stop` is set or the units
+    run out (never repeated: a cache would answer them); what they scored is counted into `result` as it
+    lands, so a caller can read the rate over a window of its own while this runs beside it."""
+    requests = iter(_chunks(units, per_request))
+    with RawClient(target.base_url, timeout_s) as client:
+
+        async def worker() -> None:
+            for chunk in requests:  # one shared iterator: each request is taken by exactly one worker
+                if stop.is_set():
+                    return
+                if await _send(client, target, chunk, result):
+                    result.items += target.count(chunk)
+                    result.requests += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))

@@ -109,6 +109,8 @@ def format_table(result: dict[str, Any]) -> str:
     base = f" ({same['base_items_per_s']} items/s)" if "base_items_per_s" in same else ""
     lines += ["", f"latency at the same offered rates for both engines: loads of the slower one's maximum{base}"]
     lines += _latency_lines(same)
+    lines += ["", "single items beside batch clients (open loop; the batch clients' items/s meanwhile)"]
+    lines += _beside_lines(result.get("latency_beside_batches", not_run("not measured")))
     lines.append(f"\nwall time {result['meta']['wall_s']} s")
     return "\n".join(lines)
 
@@ -131,6 +133,28 @@ def _latency_lines(section: dict[str, Any]) -> list[str]:
                 f"p50 {point['p50_ms']:7.1f} ms  p99 {point['p99_ms']:7.1f} ms"
                 + (f"  ERRORS {point['errors']}" if point["errors"] else "")
             )
+    return lines
+
+
+def _beside_lines(section: dict[str, Any]) -> list[str]:
+    if "status" in section:
+        return [f"  {section['status']}"]
+    lines = []
+    for engine, row in section.items():
+        if "p50_ms" not in row:
+            lines.append(f"  {engine:9s} {row.get('status')}")
+            continue
+        lines.append(
+            f"  {engine:9s} {row['singles_per_s']:.0f}/s beside {row['batch_clients']}: "
+            f"p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:7.1f} ms; "
+            f"batches {row['batch_items_per_s']:.1f} items/s"
+            + (f"  ERRORS {row['errors']}: {row.get('first_error', '')}" if row["errors"] else "")
+            + (f"  ({row['status']})" if "status" in row else "")
+        )
+    ours, theirs = section.get("paretorm", {}), section.get("vllm", {})
+    if ours.get("p50_ms") and theirs.get("p50_ms"):
+        lines.append(f"  p50 vLLM / paretorm {theirs['p50_ms'] / ours['p50_ms']:.2f}, "
+                     f"p99 {theirs['p99_ms'] / ours['p99_ms']:.2f} (above 1: ours answers sooner)")
     return lines
 
 

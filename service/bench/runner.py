@@ -25,6 +25,7 @@ from clients.client import RewardClient
 from clients.protocol import ModelInfo
 from service.bench import scenarios_inprocess as inproc
 from service.bench import servers
+from service.bench.beside_batches import SINGLES_PER_S, beside_batches_section
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
 from service.bench.latency_section import latency_sections
 from service.bench.paired import goal_pairings, grpo_client_count, paired_ratios
@@ -285,6 +286,15 @@ def _run(
         settle=children.settle,
         why_not_theirs=str(vllm_reason),
     )
+    say(f"single items at {SINGLES_PER_S:.0f}/s beside {batch} batch clients, each engine in turn")
+    beside = beside_batches_section(
+        {"paretorm": (items_target, source.chat),
+         "vllm": str(vllm_reason) if vllm_target is None else (
+             vllm_target, lambda count: rendered_texts(tokenizer, source.chat(count)))},
+        {"paretorm": s[f"http_{batch}"].get("items_per_s", 0.0),
+         "vllm": s[vllm_keys[1]].get("items_per_s", 0.0)},
+        clients=bc, per_request=bs, duration_s=cfg.latency_seconds, seed=cfg.seed, settle=children.settle,
+    )  # fmt: skip
 
     return {
         "meta": _meta(
@@ -307,6 +317,7 @@ def _run(
         "concurrency_sweep": sweep,
         "latency": latency,
         "latency_same_rate": same_rate,
+        "latency_beside_batches": beside,
     }
 
 

@@ -111,3 +111,9 @@ def test_ratios_exactness_padding_pama_and_latency(quick_run: tuple[dict, str]) 
         assert result["meta"]["forward"][side]["attention"] in kernels_here(torch.device("cpu")), side
     assert "ratios" in stdout and "http_16x1 / naive_16x1" in stdout
     assert "latency at the same offered rates for both engines" in stdout
+    beside = result["latency_beside_batches"]
+    assert beside["vllm"]["status"].startswith("not run")
+    ours = beside["paretorm"]
+    assert ours["requests"] > 0 and ours["errors"] == 0 and ours["p99_ms"] >= ours["p50_ms"] > 0, ours
+    assert ours["batch_items_per_s"] > 0 and ours["batch_clients"] == "2x16", ours
+    assert "single items beside batch clients" in stdout

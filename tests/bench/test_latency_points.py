@@ -1,8 +1,10 @@
-"""Open-loop latency points against a fake scoring server: each point sends items no other point sent, and
-the same-rate comparison offers every engine the same rates, settling before each point."""
+"""Open-loop latency points against a fake scoring server: each point sends items no other point sent, the
+same-rate comparison offers every engine the same rates, settling before each point, and single items beside
+batch clients are timed while the batch clients' own rate is counted."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -10,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from service.bench import beside_batches
 from service.bench.scenarios_http import latency_points, same_rate_points, units_needed
 from service.bench.targets import paretorm_items
 from service.bench.workload import ChatItem
@@ -97,3 +100,36 @@ def test_same_rate_points_offer_every_engine_the_same_rates(scorers: tuple[_Fake
         assert [p["requests"] for p in points[engine]] == [p["requests"] for p in points["a"]]  # same arrivals
         assert all(p["errors"] == 0 for p in points[engine])
         assert len(set(server.prompts)) == len(server.prompts) and server.prompts[0].startswith(engine)
+
+
+def _fresh(tag: str):  # noqa: ANN202 - a work-unit source as the runner passes one
+    counter = itertools.count()
+    return lambda count: [ChatItem(prompt=f"{tag} {next(counter)}", response="answer") for _ in range(count)]
+
+
+def test_singles_beside_batches_time_the_singles_and_count_the_batches(
+    scorers: tuple[_FakeScorer, _FakeScorer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(beside_batches, "FILL_S", 0.2)
+    server, settled = scorers[0], []
+    ours = (paretorm_items(server.url, OBJECTIVES), _fresh("ours"))
+    section = beside_batches.beside_batches_section(
+        {"paretorm": ours, "vllm": "vllm is not installed"}, {"paretorm": 400.0},
+        clients=2, per_request=8, duration_s=0.6, seed=0, settle=lambda: settled.append(1),
+    )  # fmt: skip
+    assert section["vllm"] == {"status": "not run (vllm is not installed)"} and settled == [1]
+    row = section["paretorm"]
+    assert row["requests"] > 0 and row["errors"] == 0 and row["p99_ms"] >= row["p50_ms"] > 0
+    assert row["batch_items_per_s"] > 0 and row["batch_clients"] == "2x8" and "status" not in row
+    assert len(set(server.prompts)) == len(server.prompts)  # neither stream repeated an item
+
+
+def test_batch_clients_that_run_out_of_items_say_so(
+    scorers: tuple[_FakeScorer, _FakeScorer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(beside_batches, "FILL_S", 0.2)
+    section = beside_batches.beside_batches_section(
+        {"paretorm": (paretorm_items(scorers[0].url, OBJECTIVES), _fresh("short"))},
+        {}, clients=2, per_request=4, duration_s=0.5, seed=0, settle=lambda: None,
+    )  # fmt: skip
+    assert "ran out" in section["paretorm"]["status"]  # 16 batch items: gone long before the singles end
