@@ -169,9 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
 
     result = run_bench(cfg, say)
-    result["ratios"] = compute_ratios(
-        result["scenarios"], f"{cfg.concurrency}x1", f"{cfg.batch_clients}x{cfg.batch_size}"
-    )
+    result["ratios"] = compute_ratios(result["scenarios"], cfg.single, cfg.batch)
     sys.stdout.write(format_table(result) + "\n")
     sys.stdout.flush()
     if args.json:

@@ -28,12 +28,20 @@ from service.bench import servers
 from service.bench.beside_batches import SINGLES_PER_S, beside_batches_section
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
 from service.bench.latency_section import latency_sections
+from service.bench.loadgen import Target
 from service.bench.paired import goal_pairings, grpo_client_count, paired_ratios
 from service.bench.processes import ChildServer, ProcessSet
 from service.bench.report import not_run
 from service.bench.scenarios_http import throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
-from service.bench.workload import WorkloadSource, conversation, flatten_groups, rendered_texts
+from service.bench.workload import (
+    ChatItem,
+    GrpoGroup,
+    WorkloadSource,
+    conversation,
+    flatten_groups,
+    rendered_texts,
+)
 from service.malloc import SERVING_MALLOC_ENV, tune_malloc
 from service.scoring.encoding import EncodingPolicy
 from service.settings import ServiceSettings
@@ -60,6 +68,16 @@ class BenchConfig:
     quick: bool
     ready_timeout_s: float = 300.0
 
+    @property
+    def single(self) -> str:
+        """The headline shape's name, e.g. `32x1` (clients x items per request)."""
+        return f"{self.concurrency}x1"
+
+    @property
+    def batch(self) -> str:
+        """The batched shape's name, e.g. `4x64`."""
+        return f"{self.batch_clients}x{self.batch_size}"
+
 
 def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     wanted = SERVING_MALLOC_ENV.keys()
@@ -74,6 +92,36 @@ def run_bench(cfg: BenchConfig, say: Callable[[str], None] = print) -> dict[str,
         shutil.rmtree(work, ignore_errors=True)
 
 
+@dataclass
+class _Servers:
+    """The child servers of a run; vLLM and `--backend vllm` are None with the reason when they cannot run."""
+
+    service: ChildServer
+    no_share: ChildServer
+    naive: ChildServer
+    vllm: ChildServer | None
+    backend: ChildServer | None
+    vllm_reason: str | None
+    backend_reason: str | None
+
+    def ready_by_s(self) -> dict[str, float | None]:
+        children = (self.service, self.no_share, self.naive, self.vllm, self.backend)
+        return {child.name: child.ready_after_s for child in children if child is not None}
+
+
+@dataclass(frozen=True)
+class _Traffic:
+    """Every timed scenario's own fresh items (`workload.WorkloadSource`), generated once before any runs."""
+
+    warm: list[ChatItem]
+    chat: dict[str, list[ChatItem]]
+    sweep: dict[int, tuple[list[ChatItem], list[ChatItem]]]  # level -> (paretorm's, vLLM's)
+    grpo: list[GrpoGroup]
+    grpo_warm: list[GrpoGroup]  # never timed: keeps caches honest
+    long_tail: list[ChatItem]
+    grpo_clients: int
+
+
 def _run(
     cfg: BenchConfig,
     say: Callable[[str], None],
@@ -85,8 +133,46 @@ def _run(
 ) -> dict[str, Any]:
     say(f"building the bench model: {cfg.shape.describe()}")
     model_dir = build_bench_model(work / "armorm", cfg.shape, cfg.seed)
-    vllm_reason = "--no-vllm given" if not cfg.vllm else servers.vllm_missing_reason()
+    srv = _start_servers(cfg, model_dir, work, logs, children)
+    say("loading the in-process model and generating traffic")
+    loaded = inproc.load_model(model_dir, cfg.dtype)
+    tokenizer = loaded.tokenizer
+    source = WorkloadSource(tokenizer, cfg.seed)
+    traffic = _traffic(cfg, source)
+    say("fp32 exactness check (prompt sharing on vs off) while the servers load")
+    exactness = inproc.exactness_fp32(model_dir, traffic.grpo[: max(1, min(4, len(traffic.grpo)))])
+    served = _wait_for_servers(cfg, srv, children)
 
+    s: dict[str, Any] = {}
+    sweep: dict[str, list[dict[str, Any]]] = {"paretorm": [], "vllm": []}
+    runtime, in_process_card = _in_process_rows(cfg, loaded, traffic, s, say)
+    s["exactness_fp32"] = exactness
+    _paretorm_http_rows(cfg, srv, traffic, s, sweep, children, say)
+    vllm_target = _vllm_rows(cfg, srv, traffic, tokenizer, s, sweep, say)
+    _backend_rows(cfg, srv, traffic, s, children, say)
+    paired = not_run(str(srv.vllm_reason)) if srv.vllm is None else not_run("--paired-rounds 0")
+    if srv.vllm is not None and cfg.paired_rounds:
+        say(f"paired ratios: {cfg.paired_rounds} alternating rounds of paretorm and vLLM on fresh items")
+        pairings = goal_pairings(cfg, source, tokenizer, srv.service.url, srv.vllm.url,
+                                 srv.backend and srv.backend.url)  # fmt: skip
+        paired = paired_ratios(pairings, cfg.paired_rounds, settle=children.settle)
+    if srv.backend is not None:
+        children.stop(srv.backend)
+    for engine, key in (("paretorm", f"http_{cfg.single}"), ("vllm", f"vllm_classify_{cfg.single}")):
+        if "items_per_s" in s[key]:  # the headline row is the sweep's top point
+            sweep[engine] = sorted([*sweep[engine], dict(s[key])], key=lambda row: row["concurrency"])
+    latency = _latency_rows(cfg, srv, vllm_target, s, source, tokenizer, children, say)
+    cards = {"server": served, "in_process": in_process_card}
+    meta = _meta(cfg, tuned, loaded, traffic.chat["inproc"], traffic.grpo, runtime, cards, started,
+                 srv.ready_by_s())  # fmt: skip
+    return {"meta": meta, "scenarios": s, "paired": paired, "concurrency_sweep": sweep, **latency}
+
+
+def _start_servers(
+    cfg: BenchConfig, model_dir: Path, work: Path, logs: Path, children: ProcessSet
+) -> _Servers:
+    """Every child server, started at once so they load in parallel (vLLM's pair only where it can run)."""
+    vllm_reason = "--no-vllm given" if not cfg.vllm else servers.vllm_missing_reason()
     service = children.add(
         servers.paretorm_server(model_dir, cfg.dtype, share_prompts=True, logs=logs, cache_dir=work)
     )
@@ -98,227 +184,207 @@ def _run(
     backend: ChildServer | None = None  # the service with --backend vllm
     if vllm_reason is None:
         seqcls = export_sequence_classifier(model_dir, work / "vllm-seqcls")
-        compiled = ServiceSettings().compile_wanted  # as the paretorm children will decide from the environment
+        compiled = ServiceSettings().compile_wanted  # as the paretorm children decide from the environment
         vllm = children.add(servers.vllm_server(seqcls, cfg.dtype, logs=logs, compiled=compiled))
         backend = children.add(
             servers.paretorm_vllm_backend_server(model_dir, cfg.dtype, logs=logs, cache_dir=work)
         )
     for child in (service, no_share, naive, *([vllm, backend] if vllm else [])):
         child.start()
+    return _Servers(service, no_share, naive, vllm, backend, vllm_reason, vllm_reason)
 
-    say("loading the in-process model and generating traffic")
-    loaded = inproc.load_model(model_dir, cfg.dtype)
-    tokenizer = loaded.tokenizer
-    source = WorkloadSource(tokenizer, cfg.seed)
+
+def _traffic(cfg: BenchConfig, source: WorkloadSource) -> _Traffic:
     c, bc, bs = cfg.concurrency, cfg.batch_clients, cfg.batch_size
-    warm = source.chat(max(c, bc * bs))
-    chat = {
-        name: source.chat(cfg.items)
-        for name in ("inproc", "http1", "httpb", "vllm1", "vllmb", "naive", "backend")
-    }
-    sweep_items = {
-        level: (source.chat(max(cfg.items // 2, 4 * level)), source.chat(max(cfg.items // 2, 4 * level)))
-        for level in cfg.sweep
-    }
-    grpo = source.grpo(cfg.grpo_prompts, cfg.grpo_group, cfg.shared_tokens)
-    long_tail = source.long_tail(cfg.long_tail)
-    grpo_warm = source.grpo(1, cfg.grpo_group, cfg.shared_tokens)  # never timed: keeps caches honest
-    grpo_clients = grpo_client_count(cfg.grpo_group)
+    return _Traffic(
+        warm=source.chat(max(c, bc * bs)),
+        chat={name: source.chat(cfg.items)
+              for name in ("inproc", "http1", "httpb", "vllm1", "vllmb", "naive", "backend")},
+        sweep={level: (source.chat(_sweep_items(cfg, level)), source.chat(_sweep_items(cfg, level)))
+               for level in cfg.sweep},
+        grpo=source.grpo(cfg.grpo_prompts, cfg.grpo_group, cfg.shared_tokens),
+        long_tail=source.long_tail(cfg.long_tail),
+        grpo_warm=source.grpo(1, cfg.grpo_group, cfg.shared_tokens),
+        grpo_clients=grpo_client_count(cfg.grpo_group),
+    )  # fmt: skip
 
-    say("fp32 exactness check (prompt sharing on vs off) while the servers load")
-    exactness = inproc.exactness_fp32(model_dir, grpo[: max(1, min(4, len(grpo)))])
 
-    for child in (service, no_share, naive):
+def _sweep_items(cfg: BenchConfig, level: int) -> int:
+    return max(cfg.items // 2, 4 * level)
+
+
+def _wait_for_servers(cfg: BenchConfig, srv: _Servers, children: ProcessSet) -> ModelInfo:
+    """Wait for the required servers (a failure ends the run) and the optional ones (a failure drops them);
+    the service's model card: which forward and attention kernel it chose."""
+    for child in (srv.service, srv.no_share, srv.naive):
         _wait(child, cfg.ready_timeout_s)
-    with RewardClient(service.url) as client:
-        served = client.model_info()  # the forward and attention kernel it chose
-    backend_reason = vllm_reason
-    vllm, vllm_reason = _ready_or_dropped(vllm, vllm_reason, "the vLLM server", children, cfg.ready_timeout_s)
-    backend, backend_reason = _ready_or_dropped(
-        backend, backend_reason, "paretorm --backend vllm", children, cfg.ready_timeout_s
+    with RewardClient(srv.service.url) as client:
+        served = client.model_info()
+    srv.vllm, srv.vllm_reason = _ready_or_dropped(
+        srv.vllm, srv.vllm_reason, "the vLLM server", children, cfg.ready_timeout_s
     )
+    srv.backend, srv.backend_reason = _ready_or_dropped(
+        srv.backend, srv.backend_reason, "paretorm --backend vllm", children, cfg.ready_timeout_s
+    )
+    return served
 
-    single, batch = f"{c}x1", f"{bc}x{bs}"
-    s: dict[str, Any] = {}
-    sweep: dict[str, list[dict[str, Any]]] = {"paretorm": [], "vllm": []}
-    objectives = cfg.shape.objectives
 
-    cards: dict[str, ModelInfo] = {}
+def _in_process_rows(
+    cfg: BenchConfig, loaded: Any, traffic: _Traffic, s: dict[str, Any], say: Callable[[str], None]
+) -> tuple[Any, ModelInfo]:
+    """PAMA, the scorer in-process (packed and padded), GRPO sharing on and off, padding; the packed
+    runtime and its card."""
+    single, c = cfg.single, cfg.concurrency
     say("PAMA 4096 x 19")
-    s["pama_4096x19"] = inproc.pama_timing(objectives=objectives)
+    s["pama_4096x19"] = inproc.pama_timing(objectives=cfg.shape.objectives)
+    cards: dict[str, ModelInfo] = {}
     for packed, key, target in ((True, f"in_process_{single}", "in-process"),
                                 (False, f"in_process_padded_{single}", "in-process --no-packed")):
         say(f"{target} {single}" + ("" if packed else " (transformers' padded forward)"))
         runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, packed=packed)
         cards[target] = runtime.card
         asyncio.run(runtime.warm_up())
-        result = inproc.scorer_throughput(runtime, inproc.item_requests(chat["inproc"], 1), c)
+        result = inproc.scorer_throughput(runtime, inproc.item_requests(traffic.chat["inproc"], 1), c)
         s[key] = _tagged(result.summary(), target, c, 1)
     say("GRPO in-process, sharing on and off")
     for share in (True, False):
         rt = inproc.make_runtime(loaded, cfg.dtype, share_prompts=share)
         key = "grpo_in_process_shared" if share else "grpo_in_process_unshared"
-        s[key] = _tagged(
-            inproc.scorer_throughput(rt, inproc.group_requests(grpo), grpo_clients).summary(),
-            "in-process",
-            grpo_clients,
-            cfg.grpo_group,
-        )
+        result = inproc.scorer_throughput(rt, inproc.group_requests(traffic.grpo), traffic.grpo_clients)
+        s[key] = _tagged(result.summary(), "in-process", traffic.grpo_clients, cfg.grpo_group)
     say("padding on long-tailed lengths")
-    s["padding_long_tail"] = inproc.padding_scenario(loaded, cfg.dtype, long_tail)
-    s["exactness_fp32"] = exactness
+    s["padding_long_tail"] = inproc.padding_scenario(loaded, cfg.dtype, traffic.long_tail)
+    return runtime, cards["in-process"]
 
-    say(f"paretorm over HTTP: {single}, {batch}, sweep {list(cfg.sweep)}")
-    items_target = paretorm_items(service.url, objectives)
-    s[f"http_{single}"] = throughput(items_target, chat["http1"], concurrency=c, per_request=1, warmup=warm)
-    s[f"http_{batch}"] = throughput(items_target, chat["httpb"], concurrency=bc, per_request=bs, warmup=warm)
+
+def _paretorm_http_rows(
+    cfg: BenchConfig,
+    srv: _Servers,
+    traffic: _Traffic,
+    s: dict[str, Any],
+    sweep: dict[str, list[dict[str, Any]]],
+    children: ProcessSet,
+    say: Callable[[str], None],
+) -> None:
+    """The service over HTTP (headline shapes, sweep, GRPO three ways), then the naive floor."""
+    c, bc, bs, warm = cfg.concurrency, cfg.batch_clients, cfg.batch_size, traffic.warm
+    objectives = cfg.shape.objectives
+    say(f"paretorm over HTTP: {cfg.single}, {cfg.batch}, sweep {list(cfg.sweep)}")
+    items_target = paretorm_items(srv.service.url, objectives)
+    s[f"http_{cfg.single}"] = throughput(items_target, traffic.chat["http1"], concurrency=c, per_request=1,
+                                         warmup=warm)  # fmt: skip
+    s[f"http_{cfg.batch}"] = throughput(items_target, traffic.chat["httpb"], concurrency=bc, per_request=bs,
+                                        warmup=warm)  # fmt: skip
     for level in cfg.sweep:
         sweep["paretorm"].append(
-            throughput(items_target, sweep_items[level][0], concurrency=level, per_request=1, warmup=warm)
+            throughput(items_target, traffic.sweep[level][0], concurrency=level, per_request=1, warmup=warm)
         )
     say("GRPO over HTTP: group requests, single-item requests, sharing off")
-    s["grpo_http_groups"] = throughput(
-        paretorm_groups(service.url, objectives),
-        grpo,
-        concurrency=grpo_clients,
-        per_request=1,
-        warmup=grpo_warm,
-    )
-    s["grpo_http_items"] = throughput(
-        items_target, flatten_groups(grpo), concurrency=c, per_request=1, warmup=warm
-    )
-    s["grpo_http_unshared"] = throughput(
-        paretorm_groups(no_share.url, objectives),
-        grpo,
-        concurrency=grpo_clients,
-        per_request=1,
-        warmup=grpo_warm,
-    )
-    children.stop(no_share)
-    say(f"naive floor {single}")
-    s[f"naive_{single}"] = throughput(
-        paretorm_items(naive.url, objectives, "naive"),
-        chat["naive"],
-        concurrency=c,
-        per_request=1,
-        warmup=warm[:c],
-    )
-    children.stop(naive)
+    for key, url in (("grpo_http_groups", srv.service.url), ("grpo_http_unshared", srv.no_share.url)):
+        s[key] = throughput(paretorm_groups(url, objectives), traffic.grpo, concurrency=traffic.grpo_clients,
+                            per_request=1, warmup=traffic.grpo_warm)  # fmt: skip
+        if key == "grpo_http_groups":
+            s["grpo_http_items"] = throughput(items_target, flatten_groups(traffic.grpo), concurrency=c,
+                                              per_request=1, warmup=warm)  # fmt: skip
+    children.stop(srv.no_share)
+    say(f"naive floor {cfg.single}")
+    naive = paretorm_items(srv.naive.url, objectives, "naive")
+    s[f"naive_{cfg.single}"] = throughput(naive, traffic.chat["naive"], concurrency=c, per_request=1,
+                                          warmup=warm[:c])  # fmt: skip
+    children.stop(srv.naive)
 
-    vllm_keys = (f"vllm_classify_{single}", f"vllm_classify_{batch}", "vllm_grpo_items")
-    vllm_target = vllm_classify(vllm.url, objectives, servers.VLLM_SERVED_NAME) if vllm is not None else None
-    if vllm_target is None:
-        for key in vllm_keys:
-            s[key] = not_run(str(vllm_reason))
-    else:
-        say(f"vLLM /classify: {single}, {batch}, sweep, GRPO items")
-        warm_texts = rendered_texts(tokenizer, warm)
-        s[vllm_keys[0]] = throughput(
-            vllm_target, rendered_texts(tokenizer, chat["vllm1"]), concurrency=c, per_request=1, warmup=warm_texts
-        )
-        s[vllm_keys[1]] = throughput(
-            vllm_target,
-            rendered_texts(tokenizer, chat["vllmb"]),
-            concurrency=bc,
-            per_request=bs,
-            warmup=warm_texts,
-        )
-        for level in cfg.sweep:
-            sweep["vllm"].append(
-                throughput(
-                    vllm_target,
-                    rendered_texts(tokenizer, sweep_items[level][1]),
-                    concurrency=level,
-                    per_request=1,
-                    warmup=warm_texts,
-                )
-            )
-        s[vllm_keys[2]] = throughput(
-            vllm_target,
-            rendered_texts(tokenizer, flatten_groups(grpo)),
-            concurrency=c,
-            per_request=1,
-            warmup=warm_texts,
-        )
-    backend_keys = (f"http_vllm_backend_{single}", "grpo_http_vllm_backend_groups")
-    if backend is None:
-        for key in backend_keys:
-            s[key] = not_run(str(backend_reason))
-    else:
-        say(f"paretorm --backend vllm over HTTP: {single}, GRPO groups")
-        children.settle()  # vLLM's server, measured just before, spins on for a second
-        s[backend_keys[0]] = throughput(
-            paretorm_items(backend.url, objectives, "paretorm-vllm-backend"),
-            chat["backend"],
-            concurrency=c,
-            per_request=1,
-            warmup=warm,
-        )
-        s[backend_keys[1]] = throughput(
-            paretorm_groups(backend.url, objectives, "paretorm-vllm-backend-groups"),
-            grpo,
-            concurrency=grpo_clients,
-            per_request=1,
-            warmup=grpo_warm,
-        )
-    paired: dict[str, Any] = not_run(str(vllm_reason)) if vllm is None else not_run("--paired-rounds 0")
-    if vllm is not None and cfg.paired_rounds:
-        say(f"paired ratios: {cfg.paired_rounds} alternating rounds of paretorm and vLLM on fresh items")
-        pairings = goal_pairings(cfg, source, tokenizer, service.url, vllm.url, backend and backend.url)
-        paired = paired_ratios(pairings, cfg.paired_rounds, settle=children.settle)
-    if backend is not None:
-        children.stop(backend)
-    for engine, key in (("paretorm", f"http_{single}"), ("vllm", vllm_keys[0])):
-        if "items_per_s" in s[key]:  # the headline row is the sweep's top point
-            sweep[engine] = sorted([*sweep[engine], dict(s[key])], key=lambda row: row["concurrency"])
 
+def _vllm_rows(
+    cfg: BenchConfig,
+    srv: _Servers,
+    traffic: _Traffic,
+    tokenizer: Any,
+    s: dict[str, Any],
+    sweep: dict[str, list[dict[str, Any]]],
+    say: Callable[[str], None],
+) -> Target | None:
+    """vLLM's `/classify` on the same shapes (chat-templated text); its target, None when it did not run."""
+    keys = (f"vllm_classify_{cfg.single}", f"vllm_classify_{cfg.batch}", "vllm_grpo_items")
+    if srv.vllm is None:
+        for key in keys:
+            s[key] = not_run(str(srv.vllm_reason))
+        return None
+    target = vllm_classify(srv.vllm.url, cfg.shape.objectives, servers.VLLM_SERVED_NAME)
+    say(f"vLLM /classify: {cfg.single}, {cfg.batch}, sweep, GRPO items")
+    warm = rendered_texts(tokenizer, traffic.warm)
+
+    def texts(items: list[ChatItem]) -> list[str]:
+        return rendered_texts(tokenizer, items)
+
+    c = cfg.concurrency
+    s[keys[0]] = throughput(target, texts(traffic.chat["vllm1"]), concurrency=c, per_request=1, warmup=warm)
+    s[keys[1]] = throughput(target, texts(traffic.chat["vllmb"]), concurrency=cfg.batch_clients,
+                            per_request=cfg.batch_size, warmup=warm)  # fmt: skip
+    for level in cfg.sweep:
+        sweep["vllm"].append(
+            throughput(target, texts(traffic.sweep[level][1]), concurrency=level, per_request=1, warmup=warm)
+        )
+    s[keys[2]] = throughput(target, texts(flatten_groups(traffic.grpo)), concurrency=c, per_request=1,
+                            warmup=warm)  # fmt: skip
+    return target
+
+
+def _backend_rows(
+    cfg: BenchConfig,
+    srv: _Servers,
+    traffic: _Traffic,
+    s: dict[str, Any],
+    children: ProcessSet,
+    say: Callable[[str], None],
+) -> None:
+    """The service with `--backend vllm`: 32 x 1 and GRPO groups."""
+    keys = (f"http_vllm_backend_{cfg.single}", "grpo_http_vllm_backend_groups")
+    if srv.backend is None:
+        for key in keys:
+            s[key] = not_run(str(srv.backend_reason))
+        return
+    say(f"paretorm --backend vllm over HTTP: {cfg.single}, GRPO groups")
+    children.settle()  # vLLM's server, measured just before, spins on for a second
+    url, objectives = srv.backend.url, cfg.shape.objectives
+    s[keys[0]] = throughput(paretorm_items(url, objectives, "paretorm-vllm-backend"), traffic.chat["backend"],
+                            concurrency=cfg.concurrency, per_request=1, warmup=traffic.warm)  # fmt: skip
+    groups = paretorm_groups(url, objectives, "paretorm-vllm-backend-groups")
+    s[keys[1]] = throughput(groups, traffic.grpo, concurrency=traffic.grpo_clients, per_request=1,
+                            warmup=traffic.grpo_warm)  # fmt: skip
+
+
+def _latency_rows(
+    cfg: BenchConfig,
+    srv: _Servers,
+    vllm_target: Target | None,
+    s: dict[str, Any],
+    source: WorkloadSource,
+    tokenizer: Any,
+    children: ProcessSet,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Open-loop latency at loads of each engine's maximum and at equal rates, then single items beside
+    batch clients: the result's `latency`, `latency_same_rate` and `latency_beside_batches`."""
+    items_target = paretorm_items(srv.service.url, cfg.shape.objectives)
+    theirs_single, theirs_batch = f"vllm_classify_{cfg.single}", f"vllm_classify_{cfg.batch}"
     say(f"latency at {list(cfg.latency_loads)} of each engine's maximum and at the same rates for both "
         f"(open loop, {cfg.latency_seconds:.0f} s per point)")
     latency, same_rate = latency_sections(
-        items_target,
-        vllm_target,
-        (s[f"http_{single}"], s[vllm_keys[0]]),
-        source,
-        tokenizer,
-        loads=cfg.latency_loads,
-        seconds=cfg.latency_seconds,
-        seed=cfg.seed,
-        settle=children.settle,
-        why_not_theirs=str(vllm_reason),
-    )
-    say(f"single items at {SINGLES_PER_S:.0f}/s beside {batch} batch clients, each engine in turn")
+        items_target, vllm_target, (s[f"http_{cfg.single}"], s[theirs_single]), source, tokenizer,
+        loads=cfg.latency_loads, seconds=cfg.latency_seconds, seed=cfg.seed, settle=children.settle,
+        why_not_theirs=str(srv.vllm_reason),
+    )  # fmt: skip
+    say(f"single items at {SINGLES_PER_S:.0f}/s beside {cfg.batch} batch clients, each engine in turn")
     beside = beside_batches_section(
         {"paretorm": (items_target, source.chat),
-         "vllm": str(vllm_reason) if vllm_target is None else (
+         "vllm": str(srv.vllm_reason) if vllm_target is None else (
              vllm_target, lambda count: rendered_texts(tokenizer, source.chat(count)))},
-        {"paretorm": s[f"http_{batch}"].get("items_per_s", 0.0),
-         "vllm": s[vllm_keys[1]].get("items_per_s", 0.0)},
-        clients=bc, per_request=bs, duration_s=cfg.latency_seconds, seed=cfg.seed, settle=children.settle,
+        {"paretorm": s[f"http_{cfg.batch}"].get("items_per_s", 0.0),
+         "vllm": s[theirs_batch].get("items_per_s", 0.0)},
+        clients=cfg.batch_clients, per_request=cfg.batch_size, duration_s=cfg.latency_seconds, seed=cfg.seed,
+        settle=children.settle,
     )  # fmt: skip
-
-    return {
-        "meta": _meta(
-            cfg,
-            tuned,
-            loaded,
-            chat["inproc"],
-            grpo,
-            runtime,
-            {"server": served, "in_process": cards["in-process"]},
-            started,
-            {
-                child.name: child.ready_after_s
-                for child in (service, no_share, naive, vllm, backend)
-                if child is not None
-            },
-        ),
-        "scenarios": s,
-        "paired": paired,
-        "concurrency_sweep": sweep,
-        "latency": latency,
-        "latency_same_rate": same_rate,
-        "latency_beside_batches": beside,
-    }
+    return {"latency": latency, "latency_same_rate": same_rate, "latency_beside_batches": beside}
 
 
 def _ready_or_dropped(
