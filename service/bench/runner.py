@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import platform
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from clients.client import RewardClient
 from clients.protocol import ModelInfo
@@ -32,18 +29,17 @@ from service.bench.loadgen import Target
 from service.bench.paired import goal_pairings, grpo_client_count, paired_ratios
 from service.bench.processes import ChildServer, ProcessSet
 from service.bench.report import not_run
+from service.bench.run_meta import run_meta
 from service.bench.scenarios_http import throughput
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
 from service.bench.workload import (
     ChatItem,
     GrpoGroup,
     WorkloadSource,
-    conversation,
     flatten_groups,
     rendered_texts,
 )
 from service.malloc import SERVING_MALLOC_ENV, tune_malloc
-from service.scoring.encoding import EncodingPolicy
 from service.settings import ServiceSettings
 
 
@@ -163,7 +159,7 @@ def _run(
             sweep[engine] = sorted([*sweep[engine], dict(s[key])], key=lambda row: row["concurrency"])
     latency = _latency_rows(cfg, srv, vllm_target, s, source, tokenizer, children, say)
     cards = {"server": served, "in_process": in_process_card}
-    meta = _meta(cfg, tuned, loaded, traffic.chat["inproc"], traffic.grpo, runtime, cards, started,
+    meta = run_meta(cfg, tuned, loaded, traffic.chat["inproc"], traffic.grpo, runtime, cards, started,
                  srv.ready_by_s())  # fmt: skip
     return {"meta": meta, "scenarios": s, "paired": paired, "concurrency_sweep": sweep, **latency}
 
@@ -412,68 +408,3 @@ def _wait(child: ChildServer, timeout_s: float) -> None:
 
 def _tagged(summary: dict[str, Any], target: str, concurrency: int, per_request: int) -> dict[str, Any]:
     return {"target": target, "concurrency": concurrency, "items_per_request": per_request, **summary}
-
-
-def _meta(
-    cfg: BenchConfig,
-    tuned: bool,
-    loaded: Any,
-    chat: list[Any],
-    grpo: list[Any],
-    runtime: Any,
-    cards: dict[str, ModelInfo],
-    started: float,
-    ready_s: dict[str, float | None],
-) -> dict[str, Any]:
-    policy = EncodingPolicy(4096, "error")
-    chat_lengths = [
-        e.num_tokens
-        for e in runtime.encoder.encode_conversations(
-            [conversation(i.prompt, i.response) for i in chat], policy, labels=["chat"] * len(chat)
-        )
-    ]
-    group_items = flatten_groups(grpo[:1])
-    grpo_encoded = runtime.encoder.encode_conversations(
-        [conversation(i.prompt, i.response) for i in group_items], policy, labels=["grpo"] * len(group_items)
-    )
-    settings = runtime.settings
-    return {
-        "model": cfg.shape.describe(),
-        "model_revision": loaded.revision,
-        "config": {**asdict(cfg), "shape": asdict(cfg.shape)},
-        "dtype": cfg.dtype,
-        "workload": {
-            "chat_mean_tokens": round(sum(chat_lengths) / len(chat_lengths), 1),
-            "grpo_shared_prompt_tokens": grpo_encoded[0].prefix_len,
-            "grpo_mean_tokens": round(sum(e.num_tokens for e in grpo_encoded) / len(grpo_encoded), 1),
-            "grpo_prompts": len(grpo),
-            "grpo_group": cfg.grpo_group,
-        },
-        "service_settings": {
-            "max_batch_tokens": settings.max_batch_tokens,
-            "max_batch_items": settings.max_batch_items,
-            "batch_wait_ms": settings.batch_wait_ms,
-            "compile_forward": settings.compile_forward,
-            "compiled": settings.compile_wanted,  # also vLLM's: --enforce-eager only where this is false
-        },
-        "forward": {  # as each chose it on this machine (the attention kernel by a measured probe)
-            side: {"forward": card.forward, "attention": card.attention} for side, card in cards.items()
-        },
-        "service_env": SERVING_MALLOC_ENV,
-        "bench_process_malloc_tuned": tuned,
-        "vllm_env": servers.vllm_env(),
-        "ready_by_s": {  # upper bounds: children load in parallel and are polled one after another
-            name: round(value, 1) if value else None for name, value in ready_s.items()
-        },
-        "host": {
-            "cpus": len(os.sched_getaffinity(0)),
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-        },
-        "load_average_at_end": [
-            round(v, 2) for v in os.getloadavg()
-        ],  # other work on the machine skews numbers
-        "wall_s": round(time.perf_counter() - started, 1),
-    }

@@ -3,10 +3,10 @@
 Contract:
 - `submit` enqueues a request's conversations and returns their scores in order. It refuses work at once
   (429) when the tokens waiting would exceed `max_queue_tokens`, and (503) once draining has begun.
-- A single loop task plans batches (`planning.plan_next`: token budget, item cap, the oldest item first,
-  then smallest request first on a packed backend, shared prompts kept together) and hands the backend the
-  finished `Batch` (planned once, never regrouped) on a one-thread executor, so the event loop stays free
-  while the model computes and forwards never overlap.
+- Batches are planned by `planning.plan_next` (token budget, item cap, the oldest item first, then smallest
+  request first on a packed backend, shared prompts kept together). A single loop task hands the backend
+  each finished `Batch` (planned once, never regrouped) on a one-thread executor, so the event loop stays
+  free while the model computes and forwards never overlap.
 - While a forward runs, the next batch is handed over as soon as the queue holds a whole one, so the model
   thread goes from one forward to the next without waiting for a turn of a busy event loop (at most
   `PIPELINE_DEPTH` batches handed over; a part-filled batch waits for the running one to end, as it may grow).

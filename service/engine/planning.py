@@ -3,11 +3,10 @@
 Pure functions, no asyncio and no torch, so the policy is tested on its own. The policy:
 - conversations sharing a prompt prefix form one *unit* (the backend computes the prefix once), so a GRPO
   group is never split across batches unless it alone exceeds the budget;
-- units are sorted by length, so a batch holds neighbours in length and padding stays small;
 - the batch is seeded with the *oldest* unit, so no request starves behind a stream of better-fitting
-  ones; it then grows towards its length neighbours (padding), or, on a packed backend given request
-  sizes, smallest request first: a one-item request that arrives behind thousands of queued items from
-  big clients goes into the next forward instead of waiting for all of them (measured in `plan_next`);
+  ones. It then grows towards its neighbours in length, so padding stays small; or, on a packed backend
+  given request sizes, smallest request first, so a one-item request queued behind thousands of items from
+  big clients goes into the next forward instead of waiting for all of them (measured: `plan_next`);
 - the cost of a batch is what the backend will compute: for a packed backend the real tokens (a shared
   prompt once); otherwise padded tokens for plain items and `prefix + members x longest suffix` for a
   shared unit. It must fit `max_batch_tokens`, and the batch holds at most `max_batch_items`
