@@ -276,12 +276,12 @@ def _paretorm_http_rows(
             throughput(items_target, traffic.sweep[level][0], concurrency=level, per_request=1, warmup=warm)
         )
     say("GRPO over HTTP: group requests, single-item requests, sharing off")
-    for key, url in (("grpo_http_groups", srv.service.url), ("grpo_http_unshared", srv.no_share.url)):
-        s[key] = throughput(paretorm_groups(url, objectives), traffic.grpo, concurrency=traffic.grpo_clients,
-                            per_request=1, warmup=traffic.grpo_warm)  # fmt: skip
-        if key == "grpo_http_groups":
-            s["grpo_http_items"] = throughput(items_target, flatten_groups(traffic.grpo), concurrency=c,
-                                              per_request=1, warmup=warm)  # fmt: skip
+    grpo, groups = traffic.grpo, {"concurrency": traffic.grpo_clients, "per_request": 1,
+                                  "warmup": traffic.grpo_warm}  # fmt: skip
+    s["grpo_http_groups"] = throughput(paretorm_groups(srv.service.url, objectives), grpo, **groups)
+    s["grpo_http_items"] = throughput(items_target, flatten_groups(grpo), concurrency=c, per_request=1,
+                                      warmup=warm)  # fmt: skip
+    s["grpo_http_unshared"] = throughput(paretorm_groups(srv.no_share.url, objectives), grpo, **groups)
     children.stop(srv.no_share)
     say(f"naive floor {cfg.single}")
     naive = paretorm_items(srv.naive.url, objectives, "naive")

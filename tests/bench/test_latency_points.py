@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -102,7 +102,8 @@ def test_same_rate_points_offer_every_engine_the_same_rates(scorers: tuple[_Fake
         assert len(set(server.prompts)) == len(server.prompts) and server.prompts[0].startswith(engine)
 
 
-def _fresh(tag: str):  # noqa: ANN202 - a work-unit source as the runner passes one
+def _fresh(tag: str) -> Callable[[int], list[ChatItem]]:
+    """n never-seen items per call: a work-unit source as the runner passes one."""
     counter = itertools.count()
     return lambda count: [ChatItem(prompt=f"{tag} {next(counter)}", response="answer") for _ in range(count)]
 
