@@ -24,6 +24,8 @@ from service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
+ENGINE_WATCH_S = 0.5
+
 DESCRIPTION = """
 Multi-objective reward model serving. `POST /v1/score` returns, for every conversation, the
 per-objective rewards, the prompt's gate weights, the effective coefficients and the gated score
@@ -31,6 +33,18 @@ per-objective rewards, the prompt's gate weights, the effective coefficients and
 `POST /get_reward` speaks OpenRLHF's remote reward protocol. Errors always come as
 `{"error": {"type", "message"}}`.
 """
+
+
+async def watch_engine(app: FastAPI, runtime: Runtime) -> None:
+    """Stop the service, exiting 1, once its engine process has died: nothing can be scored until a
+    supervisor (Kubernetes, Docker's restart policy, systemd) starts it again, and an exit tells it to."""
+    while runtime.engine_alive:
+        await asyncio.sleep(ENGINE_WATCH_S)
+    if runtime.draining:
+        return  # the drain closed it
+    logger.error("the engine process died; stopping the service so that its supervisor restarts it")
+    app.state.load_error = RuntimeError("the engine process died")
+    app.state.on_fatal()
 
 
 def create_app(settings: ServiceSettings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -52,6 +66,8 @@ def create_app(settings: ServiceSettings | None = None, runtime: Runtime | None 
             app.state.on_fatal()
             return
         app.state.runtime = active
+        if active.engine_alive is not None:
+            await watch_engine(app, active)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

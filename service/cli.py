@@ -50,6 +50,8 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
                         help="compute every conversation's prompt separately")
     parser.add_argument("--no-packed", dest="packed", action="store_false", default=None,
                         help="use transformers' padded forward instead of the packed one")
+    parser.add_argument("--engine-process", dest="engine_process", action=argparse.BooleanOptionalAction,
+                        default=None, help="run the model in a child process with its own interpreter lock")
     parser.set_defaults(run=_run_serve)
 
 

@@ -8,16 +8,19 @@ dependency; nothing is a module-level global.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from clients.protocol import ModelInfo
 from service.engine.batcher import Batcher
+from service.engine.engine_process import EngineProcess
 from service.engine.lru import ResultCache
 from service.engine.transformers_backend import TransformersBackend
 from service.engine.types import ScoringBackend
@@ -45,6 +48,11 @@ class Runtime:
     extras: dict[str, Any] = field(default_factory=dict)
     judges: JudgeWorker = field(default_factory=JudgeWorker)
 
+    @property
+    def engine_alive(self) -> bool | None:
+        """Whether the engine process still runs; None when the model runs in this process."""
+        return getattr(self.batcher.backend, "alive", None)
+
     async def warm_up(self) -> None:
         """One real forward through the same path requests take; readiness waits for it."""
         policy = EncodingPolicy(self.settings.max_input_tokens, "left")
@@ -61,6 +69,9 @@ class Runtime:
             logger.warning("drain timed out after %.0f s with work still queued", self.settings.drain_timeout_s)
         await self.batcher.close()
         self.judges.close()
+        close_backend = getattr(self.batcher.backend, "close", None)  # an engine process stops here
+        if close_backend is not None:
+            await asyncio.to_thread(close_backend)
 
 
 def resolve_model_dir(settings: ServiceSettings) -> Any:
@@ -95,7 +106,11 @@ def load_runtime(settings: ServiceSettings, model_thread: ThreadPoolExecutor | N
 
     model_dir = resolve_model_dir(settings)
     loaded = load_reward_model(  # --backend vllm: on the host; only the heads go to the device (vllm_backend)
-        model_dir, dtype=_DTYPES[settings.dtype], device=load_device(settings), allow_pickle=settings.allow_pickle
+        model_dir,
+        dtype=_DTYPES[settings.dtype],
+        device=load_device(settings),
+        allow_pickle=settings.allow_pickle,
+        weights=not settings.engine_process,  # with an engine process, only the child holds the weights
     )
     if loaded.is_demo:
         logger.warning(
@@ -106,6 +121,9 @@ def load_runtime(settings: ServiceSettings, model_thread: ThreadPoolExecutor | N
 
 
 def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
+    if settings.engine_process:
+        in_child = settings.model_copy(update={"engine_process": False})
+        return EngineProcess(functools.partial(build_backend_from_dir, in_child, Path(loaded.path)))
     if settings.backend == "vllm":
         from service.engine.vllm_backend import VllmBackend
 
@@ -121,6 +139,24 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
     compile_ahead(backend, settings)
     logger.info("transformers backend: %s forward, %s attention", backend.forward, backend.attention_kernel)
     return backend
+
+
+def build_backend_from_dir(settings: ServiceSettings, model_dir: Path) -> ScoringBackend:
+    """The engine process's start: load the weights and build the backend there (`engine_process`)."""
+    from service.engine.vllm_backend import load_device
+    from service.malloc import tune_malloc
+    from service.model.loading import load_reward_model
+
+    tune_malloc()  # the service's own tuning happened in the service's process only
+    log_format = "%(asctime)s %(levelname)s %(name)s (engine): %(message)s"
+    logging.basicConfig(level=settings.log_level.upper(), format=log_format)
+    loaded = load_reward_model(
+        model_dir,
+        dtype=_DTYPES[settings.dtype],
+        device=load_device(settings),
+        allow_pickle=settings.allow_pickle,
+    )
+    return build_backend(settings, loaded)
 
 
 def compile_ahead(backend: TransformersBackend, settings: ServiceSettings) -> None:

@@ -81,6 +81,13 @@ class ServiceSettings(BaseSettings):
         description="Run Llama-family backbones as one packed forward (no padding, only read positions "
         "through the last layer); off = transformers' padded forward.",
     )
+    engine_process: bool = Field(
+        default=False,
+        description="Run the model in a child process of its own, so its Python does not share the "
+        "interpreter lock with the HTTP front end (as vLLM's engine core). Pays where the forward is mostly "
+        "Python dispatch (small models, fast accelerators); on 2 CPU cores a GEMM-bound model gained nothing. "
+        "Off: the model thread of the service's own process.",
+    )
     compile_forward: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="torch.compile of the packed forward's token-wise work (norms, projections, rotary, MLP; "

@@ -98,8 +98,16 @@ class Batch:
         return len(self.conversations)
 
 
+Timed = tuple[ScoreRows, float, float]
+"""A forward's rows, and when it started and ended (`time.perf_counter`)."""
+
+
 class ScoringBackend(Protocol):
-    """What the batcher needs from a backend."""
+    """What the batcher needs from a backend.
+
+    A backend that runs forwards somewhere else (`engine_process.EngineProcess`) may also offer
+    `run_timed(batch) -> Timed`, the times its forward really ran; the batcher then uses those.
+    """
 
     name: str
     packed: bool  # computes real tokens only: the planner budgets sum(tokens), not rows x longest

@@ -88,8 +88,13 @@ def load_reward_model(
     device: str = "cpu",
     allow_pickle: bool = False,
     attn_implementation: str = "sdpa",
+    weights: bool = True,
 ) -> LoadedRewardModel:
-    """Load an ArmoRM-layout or sequence-classification reward model from a local directory."""
+    """Load an ArmoRM-layout or sequence-classification reward model from a local directory.
+
+    `weights=False` reads everything but the tensors: the model's parameters stay on `meta` (no memory), for
+    a process that needs the tokenizer, objectives and gate pattern while another one runs the model.
+    """
     root = Path(path).expanduser()
     if not root.is_dir():
         raise CheckpointError(
@@ -106,7 +111,7 @@ def load_reward_model(
             head = ArmoRMHeadConfig.from_dict(raw)
         except ValueError as exc:
             raise CheckpointError(f"{root / 'config.json'}: {exc}") from exc
-    state = _read_tensors(files)
+    state = _read_tensors(files) if weights else {}
     for key in _IGNORED_KEYS:
         state.pop(key, None)
 
@@ -115,14 +120,17 @@ def load_reward_model(
             model: RewardModel = ArmoRMRewardModel(config, head, attn_implementation=attn_implementation)
         # Backbone in the requested dtype, heads in float32.
         state = {k: _cast(v, dtype if k.startswith("model.") else torch.float32) for k, v in state.items()}
-        _assign(model, state, root)
+        if weights:
+            _assign(model, state, root)
     else:
         with parameters_on_meta():
             model = SequenceClassificationRewardModel(config, attn_implementation=attn_implementation)
         state = {k: _cast(v, dtype) for k, v in state.items()}
-        _assign(model.classifier, state, root)
+        if weights:
+            _assign(model.classifier, state, root)
 
-    model.to(device)
+    if weights:
+        model.to(device)
     model.eval()
     model.requires_grad_(False)
     return LoadedRewardModel(

@@ -48,6 +48,16 @@ def test_loaded_armorm_metadata(tiny_armorm_dir: Path) -> None:
     assert load_reward_model(tiny_armorm_dir).revision == loaded.revision  # stable across loads
 
 
+def test_without_weights_everything_but_the_tensors_is_loaded(tiny_armorm_dir: Path) -> None:
+    """What the service's process keeps when an engine process holds the model: no weight in memory."""
+    full, light = load_reward_model(tiny_armorm_dir), load_reward_model(tiny_armorm_dir, weights=False)
+    assert all(parameter.is_meta for parameter in light.model.parameters())
+    assert light.model.objective_names == full.model.objective_names
+    assert light.model.gating_token_pattern == full.model.gating_token_pattern
+    assert (light.revision, light.kind, light.name) == (full.revision, full.kind, full.name)
+    assert light.tokenizer("hello").input_ids == full.tokenizer("hello").input_ids
+
+
 def test_sharded_round_trip_gives_identical_outputs(tiny_armorm_dir: Path, tmp_path: Path, batch) -> None:
     original = load_reward_model(tiny_armorm_dir)
     out = save_armorm_checkpoint(

@@ -47,7 +47,7 @@ _SUMMARY = Summary()
 
 
 def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident set (VmHWM) in MB."""
+    """The peak resident sets (VmHWM) of the service's processes, summed, in MB (bounds their joint peak)."""
     return status_mb(pid, "VmHWM")
 
 

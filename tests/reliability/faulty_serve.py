@@ -48,6 +48,18 @@ class FaultyBackend:
         return words
 
     def run(self, batch: Any) -> Any:
+        self._inject(batch)
+        return self._inner.run(batch)
+
+    def run_timed(self, batch: Any) -> Any:
+        """The engine process's timed run, faults first (else `__getattr__` would hand out the inner one)."""
+        self._inject(batch)
+        if hasattr(self._inner, "run_timed"):
+            return self._inner.run_timed(batch)
+        started = time.perf_counter()
+        return self._inner.run(batch), started, time.perf_counter()
+
+    def _inject(self, batch: Any) -> None:
         words = self._next_fault()
         if words[:1] == ["raise"]:
             with open(f"{self._control}.raised", "a") as log:
@@ -55,7 +67,6 @@ class FaultyBackend:
             raise InjectedFault(f"injected forward failure on a batch of {len(batch)}")
         if words[:1] in (["hang"], ["slow"]):
             time.sleep(float(words[1]))
-        return self._inner.run(batch)
 
 
 def main() -> int:

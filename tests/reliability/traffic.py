@@ -45,27 +45,48 @@ async def post_many(url: str, bodies: list[dict[str, Any]], headers: dict[str, s
                                     return_exceptions=True)
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the engine process, the judge worker): the service is all of them."""
+    tree, index = [pid], 0
+    while index < len(tree):
+        try:
+            tasks = os.listdir(f"/proc/{tree[index]}/task")
+            tree += [int(child) for task in tasks
+                     for child in Path(f"/proc/{tree[index]}/task/{task}/children").read_text().split()]
+        except OSError:
+            pass
+        index += 1
+    return tree
+
+
 def status_mb(pid: int, field: str) -> float:
-    """A kB field of /proc/<pid>/status (VmRSS, VmHWM, ...) in MB; 0 where /proc is not there."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    """A kB field of /proc/<pid>/status (VmRSS, VmHWM, ...) in MB, summed over the process tree; 0 where
+    /proc is not there."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith(f"{field}:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
 
 
 def rss_mb(pid: int) -> float:
-    """Current resident set (VmRSS) in MB."""
+    """Current resident set (VmRSS) of the process tree in MB."""
     return status_mb(pid, "VmRSS")
 
 
 def open_fds(pid: int) -> int:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return 0
+    """Open file descriptors of the process tree."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += len(os.listdir(f"/proc/{member}/fd"))
+        except OSError:
+            pass
+    return total
 
 
 def metric(url: str, name: str) -> float:
