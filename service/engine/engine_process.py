@@ -7,11 +7,12 @@ for the same reason. The batcher, its queue and admission stay in the service pr
 Batches are planned as late as before (one model thread in the service calls `run` and waits).
 
 When it pays (2-core Intel Xeon with AMX-BF16; README "Reliability" and issue 15 sections): a forward that
-is mostly dispatch (the tests' tiny model) served 1589-1931 items/s over HTTP against 1259-1408 in one
-process (half a core had stood idle while the model thread waited for the lock). A forward that is mostly
-GEMMs (the bench model, bf16) gained nothing on 2 cores: its two OpenMP threads then compete with the
-front end for the cores, where in one process the lock had kept the front end waiting; 4 rotated rounds
-read 0.98x for 32 x 1, 0.90x for 4 x 64, 0.97x for GRPO. So it is opt-in (`--engine-process`).
+is mostly dispatch (the tests' tiny model) served 1589-1749 items/s over HTTP (median 1600) against
+1259-1408 (median 1312) in one process, where half a core had stood idle while the model thread waited
+for the lock. A forward that is mostly GEMMs (the bench model, bf16) gained nothing on 2 cores: its two
+OpenMP threads then compete with the front end for the cores, where in one process the lock had kept the
+front end waiting; 4 rotated rounds read 0.98x for 32 x 1, 0.90x for 4 x 64, 0.97x for GRPO. So it is
+opt-in (`--engine-process`).
 
 The child is spawned (never forked: torch's thread pools do not survive a fork), builds the backend with
 the same `build` function the service would have called, and then serves one batch at a time. It ignores
@@ -161,11 +162,12 @@ class EngineProcess:
         with self._send_lock:
             if self._died is not None:
                 raise self._died
+            self._answers.append(answer)  # before the send: the reader may get the answer before we return
             try:
                 self._conn.send(batch)
             except (OSError, ValueError) as error:
+                self._answers.pop()
                 raise self._death() from error
-            self._answers.append(answer)
         result = answer.result()
         if isinstance(result, _Failed):
             raise result.error if result.error is not None else RuntimeError(result.description)
@@ -195,17 +197,18 @@ class EngineProcess:
         return info
 
     def _read_answers(self) -> None:
-        """The reader thread: each answer to the oldest waiting caller; if the child dies, fail them all."""
-        while True:
-            try:
+        """The reader thread: each answer to the oldest waiting caller. When the pipe ends (the child died)
+        or anything else stops this thread, every waiting and later caller gets `EngineProcessDied`: a
+        caller must never wait for an answer nobody will read."""
+        try:
+            while True:
                 answer = self._conn.recv()
-            except (EOFError, OSError):
-                with self._send_lock:
-                    self._died = self._death()
-                    while self._answers:
-                        self._answers.popleft().set_exception(self._died)
-                return
-            self._answers.popleft().set_result(answer)
+                self._answers.popleft().set_result(answer)
+        except BaseException:  # noqa: BLE001 - EOFError/OSError when the child dies; anything else alike
+            with self._send_lock:
+                self._died = self._death()
+                while self._answers:
+                    self._answers.popleft().set_exception(self._died)
 
     def _death(self) -> EngineProcessDied:
         self._process.join(1.0)
