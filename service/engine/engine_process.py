@@ -23,8 +23,6 @@ or end of file on its pipe). If it dies, every later `run` raises `EngineProcess
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import pickle
@@ -35,9 +33,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
 
 from service.engine.types import Batch, ScoreRows, ScoringBackend, Timed
+from service.malloc import glibc
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +65,11 @@ class _Failed:
 
 
 def _die_with_parent() -> None:
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is not None:
+    libc = glibc()
+    if libc is not None:
         try:
-            ctypes.CDLL(libc_name).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        except (OSError, AttributeError):
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+        except AttributeError:
             pass  # not Linux: end of file on the pipe still stops the loop below
 
 
