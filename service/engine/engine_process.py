@@ -22,7 +22,6 @@ or end of file on its pipe). If it dies, every later `run` raises `EngineProcess
 
 from __future__ import annotations
 
-import collections
 import logging
 import multiprocessing
 import pickle
@@ -30,7 +29,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
@@ -113,9 +111,8 @@ class EngineProcess:
     """A `ScoringBackend` whose `run` happens in a child process (see the module docstring).
 
     `build` must pickle (a module-level function or a `functools.partial` of one): it is sent to the child.
-    Construction blocks until the child has built its backend, and raises what building raised. `run` may
-    be called from several threads: batches are sent in call order and the child runs them one at a time,
-    so a second caller's batch is already in the pipe when the first one's forward ends.
+    Construction blocks until the child has built its backend, and raises what building raised. One batch
+    is in the pipe at a time: a second caller waits for the first one's answer.
     """
 
     def __init__(self, build: Callable[[], ScoringBackend], *, start_timeout_s: float = 3600.0) -> None:
@@ -126,6 +123,8 @@ class EngineProcess:
         )
         self._process.start()
         child_end.close()
+        self._lock = threading.Lock()  # a send and its answer go together
+        self._died: EngineProcessDied | None = None
         if not self._conn.poll(start_timeout_s):
             self.close()
             raise EngineProcessDied(f"the engine process did not start within {start_timeout_s:.0f} s")
@@ -134,11 +133,6 @@ class EngineProcess:
         self.packed = info.packed
         self.forward = info.forward
         self.attention_kernel = info.attention_kernel
-        self._send_lock = threading.Lock()  # a send and its place in `_answers` go together
-        self._answers: collections.deque[Future[Timed | _Failed]] = collections.deque()
-        self._died: EngineProcessDied | None = None
-        self._reader = threading.Thread(target=self._read_answers, name="paretorm-engine-reader", daemon=True)
-        self._reader.start()
         logger.info("engine process %d runs the %s backend (%s)", self._process.pid, self.name, self.forward)
 
     @property
@@ -154,22 +148,19 @@ class EngineProcess:
 
     def run_timed(self, batch: Batch) -> Timed:
         """The rows, and when the child started and ended the forward (its `time.perf_counter`, which on
-        Linux is CLOCK_MONOTONIC, one clock for every process): the wait behind another caller's batch is
-        not forward time."""
-        answer: Future[Timed | _Failed] = Future()
-        with self._send_lock:
+        Linux is CLOCK_MONOTONIC, one clock for every process): pickling and the pipe are not forward time."""
+        with self._lock:
             if self._died is not None:
                 raise self._died
-            self._answers.append(answer)  # before the send: the reader may get the answer before we return
             try:
                 self._conn.send(batch)
-            except (OSError, ValueError) as error:
-                self._answers.pop()
-                raise self._death() from error
-        result = answer.result()
-        if isinstance(result, _Failed):
-            raise result.error if result.error is not None else RuntimeError(result.description)
-        return result
+                answer = self._conn.recv()
+            except (EOFError, OSError, ValueError) as error:
+                self._died = self._death()
+                raise self._died from error
+        if isinstance(answer, _Failed):
+            raise answer.error if answer.error is not None else RuntimeError(answer.description)
+        return answer  # type: ignore[no-any-return]
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Ask the child to stop after the batch it is running, then make sure it has."""
@@ -192,21 +183,7 @@ class EngineProcess:
         if isinstance(info, _Failed):
             self.close()
             raise info.error if info.error is not None else EngineProcessDied(info.description)
-        return info
-
-    def _read_answers(self) -> None:
-        """The reader thread: each answer to the oldest waiting caller. When the pipe ends (the child died)
-        or anything else stops this thread, every waiting and later caller gets `EngineProcessDied`: a
-        caller must never wait for an answer nobody will read."""
-        try:
-            while True:
-                answer = self._conn.recv()
-                self._answers.popleft().set_result(answer)
-        except BaseException:  # noqa: BLE001 - EOFError/OSError when the child dies; anything else alike
-            with self._send_lock:
-                self._died = self._death()
-                while self._answers:
-                    self._answers.popleft().set_exception(self._died)
+        return info  # type: ignore[no-any-return]
 
     def _death(self) -> EngineProcessDied:
         self._process.join(1.0)
