@@ -258,7 +258,7 @@ class Batcher:
         self._backlog = False
         taken: list[_Pending] = []  # filled on the model thread before the future completes
 
-        def take_and_run() -> _Ran | None:
+        def take_and_run() -> Timed | None:
             batch, planned = take()
             taken.extend(batch)
             return _timed_run(self._backend, planned, batch)
@@ -266,7 +266,7 @@ class Batcher:
         forward = asyncio.get_running_loop().run_in_executor(self._executor, take_and_run)
         forward.add_done_callback(lambda done: self._landed(taken, done))
 
-    def _landed(self, batch: list[_Pending], forward: asyncio.Future[_Ran | None]) -> None:
+    def _landed(self, batch: list[_Pending], forward: asyncio.Future[Timed | None]) -> None:
         self._running -= 1
         self._backlog = bool(self._waiting)
         self._wakeup.set()
@@ -344,10 +344,7 @@ class Batcher:
         metrics.QUEUE_TOKENS.set(self._queued_tokens)
 
 
-_Ran = Timed  # the rows, and when the forward started and ended
-
-
-def _timed_run(backend: ScoringBackend, planned: Batch, batch: list[_Pending]) -> _Ran | None:
+def _timed_run(backend: ScoringBackend, planned: Batch, batch: list[_Pending]) -> Timed | None:
     """The forward and when it really ran, on the model thread; None, without a forward, when every request
     in the batch was abandoned while it waited behind the running one (a deadline passed, the client left).
 
