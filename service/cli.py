@@ -22,7 +22,8 @@ _SERVE_FLAGS: dict[str, dict[str, object]] = {
     "truncation": {"choices": ["error", "left"], "help": "over the limit: 413, or cut the prompt from the left"},
     "max_items_per_request": {"type": int, "help": "most conversations per request"},
     "max_body_bytes": {"type": int, "help": "largest request body"},
-    "max_batch_tokens": {"type": int, "help": "tokens per forward pass (real when packed, padded otherwise)"},
+    "max_batch_tokens": {"type": int, "help": "most tokens per forward pass (real when packed, padded "
+                         "otherwise); see --tune-batch-tokens"},
     "max_batch_items": {"type": int, "help": "conversations per forward pass"},
     "max_queue_tokens": {"type": int, "help": "tokens allowed to wait; beyond: 429"},
     "max_concurrent_requests": {"type": int, "help": "scoring requests handled at once; beyond: 429 before the "
@@ -50,6 +51,10 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
                         help="compute every conversation's prompt separately")
     parser.add_argument("--no-packed", dest="packed", action="store_false", default=None,
                         help="use transformers' padded forward instead of the packed one")
+    parser.add_argument("--tune-batch-tokens", dest="tune_batch_tokens",
+                        action=argparse.BooleanOptionalAction, default=None,
+                        help="measure the forward budget at start-up (default on; off: plan at "
+                        "--max-batch-tokens)")
     parser.add_argument("--engine-process", dest="engine_process", action=argparse.BooleanOptionalAction,
                         default=None, help="run the model in a child process with its own interpreter lock")
     parser.set_defaults(run=_run_serve)

@@ -18,6 +18,7 @@ REQUESTS = Counter("paretorm_requests", "HTTP requests by route and status code"
 INFLIGHT = Gauge("paretorm_inflight_requests", "HTTP requests being handled now")
 QUEUE_ITEMS = Gauge("paretorm_queue_items", "Conversations waiting for a forward pass")
 QUEUE_TOKENS = Gauge("paretorm_queue_tokens", "Tokens waiting for a forward pass")
+BATCH_BUDGET_TOKENS = Gauge("paretorm_batch_budget_tokens", "Tokens per forward as planned (start-up probe)")
 REJECTED = Counter("paretorm_rejected", "Requests refused before queueing", ["reason"])
 DROPPED = Counter("paretorm_dropped_conversations", "Queued conversations dropped (deadline or client gone)")
 BATCH_SIZE = Histogram("paretorm_batch_size", "Conversations per forward pass", buckets=SIZE_BUCKETS)

@@ -19,11 +19,13 @@ from typing import Any
 import torch
 
 from clients.protocol import ModelInfo
+from service import metrics
 from service.engine.batcher import Batcher
+from service.engine.budget_probe import probe_batch_tokens
 from service.engine.engine_process import EngineProcess
 from service.engine.lru import ResultCache
 from service.engine.transformers_backend import TransformersBackend
-from service.engine.types import ScoringBackend
+from service.engine.types import EncodedConversation, ScoringBackend
 from service.scoring.encoding import ChatEncoder, EncodingPolicy
 from service.scoring.judge_worker import JudgeWorker
 from service.scoring.model_card import model_card
@@ -60,7 +62,19 @@ class Runtime:
                   {"role": "assistant", "content": "Yes."}]
         encoded = self.encoder.encode_conversations([sample, sample], policy, labels=["warm-up", "warm-up"])
         await self.batcher.run_on_model_thread(encoded)
+        if self.settings.tune_batch_tokens:
+            await self._plan_at_measured_budget(encoded[0])
+        metrics.BATCH_BUDGET_TOKENS.set(self.batcher.batch_tokens)
         self.ready = True
+
+    async def _plan_at_measured_budget(self, sample: EncodedConversation) -> None:
+        started = time.perf_counter()
+        probe = await self.batcher.call_on_model_thread(functools.partial(
+            probe_batch_tokens, sample=sample, max_batch_tokens=self.settings.max_batch_tokens,
+            max_batch_items=self.settings.max_batch_items))
+        self.batcher.plan_at(probe.chosen)
+        logger.info("forwards are planned at %s; measured in %.1f s (--no-tune-batch-tokens: plan at "
+                    "--max-batch-tokens)", probe.describe(), time.perf_counter() - started)
 
     async def drain_and_close(self) -> None:
         self.draining = True

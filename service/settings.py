@@ -59,9 +59,19 @@ class ServiceSettings(BaseSettings):
     max_batch_tokens: int = Field(
         default=16384,
         ge=16,
-        description="Tokens per forward pass: real tokens on the packed forward, padded ones otherwise.",
+        description="The most tokens per forward pass: real tokens on the packed forward, padded ones "
+        "otherwise (the bound on a forward's memory). Forwards are planned at less when tune_batch_tokens "
+        "finds that larger batches cost no less per token.",
     )
     max_batch_items: int = Field(default=64, ge=1, description="Conversations per forward pass.")
+    tune_batch_tokens: bool = Field(
+        default=True,
+        description="At start-up, time forwards at budgets from 512 tokens up to max_batch_tokens and plan "
+        "batches at the smallest whose cost per token is within 10% of the cheapest "
+        "(`service.engine.budget_probe`): on CPUs the cost per token stops falling at a few thousand tokens, "
+        "and larger batches only add latency. Takes a few seconds before readiness; logged and exported as "
+        "paretorm_batch_budget_tokens. Off: plan at max_batch_tokens.",
+    )
     max_queue_tokens: int = Field(default=1_000_000, ge=16, description="Tokens waiting; beyond this: 429.")
     max_concurrent_requests: int | None = Field(
         default=None,

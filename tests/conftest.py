@@ -16,6 +16,9 @@ import pytest
 # torch.compile of the packed forward: ~20-40 s per start on 2 cores. The compiled path has its own tests
 # (tests/model/test_packed_forward.py, tests/service/test_compile_forward.py), which ask for it explicitly.
 os.environ.setdefault("PARETORM_COMPILE_FORWARD", "off")
+# Likewise the start-up budget probe (a few seconds of forwards per start); tests that plan batches expect
+# the budget they configure. tests/service/test_budget_probe_serve.py turns it on.
+os.environ.setdefault("PARETORM_TUNE_BATCH_TOKENS", "off")
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast

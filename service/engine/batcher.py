@@ -3,8 +3,9 @@
 Contract:
 - `submit` enqueues a request's conversations and returns their scores in order. It refuses work at once
   (429) when the tokens waiting would exceed `max_queue_tokens`, and (503) once draining has begun.
-- Batches are planned by `planning.plan_next` (token budget, item cap, the oldest item first, then smallest
-  request first on a packed backend, shared prompts kept together). A single loop task hands the backend
+- Batches are planned by `planning.plan_next` (token budget: `max_batch_tokens`, or the start-up probe's
+  smaller choice, `plan_at`; item cap; the oldest item first, then smallest request first on a packed
+  backend; shared prompts kept together). A single loop task hands the backend
   each finished `Batch` (planned once, never regrouped) on a one-thread executor, so the event loop stays
   free while the model computes and forwards never overlap.
 - While a forward runs, the next batch is handed over as soon as the queue holds a whole one, so the model
@@ -28,13 +29,23 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from service import metrics
 from service.engine.planning import plan_next, whole_batch
-from service.engine.types import Batch, EncodedConversation, ScoreRow, ScoreRows, ScoringBackend, Timed
+from service.engine.types import (
+    Batch,
+    EncodedConversation,
+    ScoreRow,
+    ScoreRows,
+    ScoringBackend,
+    Timed,
+    timed_forward,
+)
 from service.errors import NotReady, Overloaded, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
+_Result = TypeVar("_Result")
 
 PIPELINE_DEPTH = 2
 """Batches handed to the model thread at once: the running one and the next. Found by the 10x burst
@@ -95,7 +106,8 @@ class Batcher:
         model_thread: ThreadPoolExecutor | None = None,
     ) -> None:
         self._backend = backend
-        self._max_batch_tokens = max_batch_tokens
+        self._batch_tokens = max_batch_tokens
+        self._ceiling_tokens = max_batch_tokens
         self._max_batch_items = max_batch_items
         self._max_queue_tokens = max_queue_tokens
         self._batch_wait_s = batch_wait_ms / 1000
@@ -169,7 +181,24 @@ class Batcher:
     async def run_on_model_thread(self, conversations: Sequence[EncodedConversation]) -> ScoreRows:
         """Run a batch outside the queue, on the model thread (start-up warm-up only)."""
         batch = whole_batch(conversations, self._share_prompts)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._backend.run, batch)
+        return await self.call_on_model_thread(lambda backend: backend.run(batch))
+
+    async def call_on_model_thread(self, work: Callable[[ScoringBackend], _Result]) -> _Result:
+        """`work(backend)` on the model thread, outside the queue (start-up only: warm-up, budget probe)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work, self._backend)
+
+    @property
+    def batch_tokens(self) -> int:
+        """The budget forwards are planned at: `max_batch_tokens`, or the start-up probe's choice below it."""
+        return self._batch_tokens
+
+    def plan_at(self, batch_tokens: int) -> None:
+        """Plan forwards at `batch_tokens` from now on (`service.engine.budget_probe` measures it)."""
+        if not 1 <= batch_tokens <= self._ceiling_tokens:
+            raise ValueError(
+                f"batch_tokens must be 1..{self._ceiling_tokens} (max_batch_tokens), got {batch_tokens}"
+            )
+        self._batch_tokens = batch_tokens
 
     async def submit(self, conversations: Sequence[EncodedConversation]) -> SubmitResult:
         if self._closing:
@@ -250,7 +279,7 @@ class Batcher:
             self._hand_over(lambda taken=taken: taken)
 
     def _fills_a_batch(self) -> bool:
-        return len(self._waiting) >= self._max_batch_items or self._queued_tokens >= self._max_batch_tokens
+        return len(self._waiting) >= self._max_batch_items or self._queued_tokens >= self._batch_tokens
 
     def _hand_over(self, take: Callable[[], tuple[list[_Pending], Batch]]) -> None:
         """Hand the model thread a batch to `take` and run; the event loop delivers it when it lands."""
@@ -299,7 +328,7 @@ class Batcher:
         waiting_per_request = Counter(id(pending.request) for pending in self._waiting)
         chosen, planned = plan_next(
             [pending.conversation for pending in self._waiting],
-            max_batch_tokens=self._max_batch_tokens,
+            max_batch_tokens=self._batch_tokens,
             max_batch_items=self._max_batch_items,
             share_prompts=self._share_prompts,
             packed=self._backend.packed,
@@ -353,9 +382,4 @@ def _timed_run(backend: ScoringBackend, planned: Batch, batch: list[_Pending]) -
     """
     if all(pending.request.abandoned for pending in batch):
         return None
-    run_timed = getattr(backend, "run_timed", None)
-    if run_timed is not None:
-        return run_timed(planned)  # type: ignore[no-any-return]
-    started = time.perf_counter()
-    rows = backend.run(planned)
-    return rows, started, time.perf_counter()
+    return timed_forward(backend, planned)

@@ -103,9 +103,11 @@ def plan_next(
 ) -> tuple[list[int], Batch]:
     """The next batch, planned once: ascending indices into `waiting` and the `Batch` the backend runs.
 
-    The oldest unit always goes in; no unit is over budget (the scorer rejects inputs longer than
-    `max_input_tokens` <= `max_batch_tokens`, and `build_units` splits larger groups). Two units with the
-    same prefix never share a batch: the backend would compute that prompt twice.
+    The oldest unit always goes in, alone when it alone is over the budget: a conversation longer than a
+    budget the start-up probe chose below `max_input_tokens` (`budget_probe`), never longer than
+    `max_batch_tokens` (the scorer rejects inputs over `max_input_tokens` <= `max_batch_tokens`, and
+    `build_units` splits larger groups). Two units with the same prefix never share a batch: the backend
+    would compute that prompt twice.
 
     `request_sizes[i]`: how many conversations of `waiting[i]`'s request are waiting. On a packed backend
     (no padding, so neighbours in length gain nothing) the rest of the batch is then filled smallest request

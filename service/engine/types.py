@@ -6,6 +6,7 @@ nothing of the model (TEI's queue knows only its `Batch` the same way).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -113,3 +114,14 @@ class ScoringBackend(Protocol):
     packed: bool  # computes real tokens only: the planner budgets sum(tokens), not rows x longest
 
     def run(self, batch: Batch) -> ScoreRows: ...
+
+
+def timed_forward(backend: ScoringBackend, batch: Batch) -> Timed:
+    """Run `batch`, with the times the forward itself ran: the backend's own (`run_timed`, an engine process
+    measuring in its child, without the pipe) where it offers them, else around `run` here."""
+    run_timed = getattr(backend, "run_timed", None)
+    if run_timed is not None:
+        return run_timed(batch)  # type: ignore[no-any-return]
+    started = time.perf_counter()
+    rows = backend.run(batch)
+    return rows, started, time.perf_counter()

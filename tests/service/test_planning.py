@@ -127,3 +127,16 @@ def test_request_sizes_leave_the_padded_planner_to_length_neighbours() -> None:
     budget = {"max_batch_tokens": 60, "max_batch_items": 8, "share_prompts": False}
     given = plan_next(waiting, **budget, request_sizes=sizes)[0]
     assert given == plan_batch(waiting, **budget) == [0, 2, 3, 5]
+
+
+def test_a_conversation_over_a_probed_budget_waits_its_turn_then_runs_alone() -> None:
+    """The start-up probe may plan below max_input_tokens: such a conversation is skipped while younger
+    ones fit, and goes alone (within max_batch_tokens) once it is the oldest, so it never starves."""
+    waiting = [conv(30), conv(300), conv(30), conv(30)]
+    for sizes in ([1, 1, 1, 1], None):
+        first = plan_next(waiting, max_batch_tokens=100, max_batch_items=64, share_prompts=False, packed=True,
+                          request_sizes=sizes)[0]
+        assert first == [0, 2, 3]
+        rest = [waiting[1]]
+        assert plan_next(rest, max_batch_tokens=100, max_batch_items=64, share_prompts=False, packed=True,
+                         request_sizes=sizes and [1])[0] == [0]
