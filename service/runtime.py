@@ -65,6 +65,7 @@ class Runtime:
         if self.settings.tune_batch_tokens:
             await self._plan_at_measured_budget(encoded[0])
         metrics.BATCH_BUDGET_TOKENS.set(self.batcher.batch_tokens)
+        self.card.batch_tokens = self.batcher.batch_tokens
         self.ready = True
 
     async def _plan_at_measured_budget(self, sample: EncodedConversation) -> None:

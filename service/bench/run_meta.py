@@ -64,8 +64,9 @@ def run_meta(
             "compile_forward": settings.compile_forward,
             "compiled": settings.compile_wanted,  # also vLLM's: --enforce-eager only where this is false
         },
-        "forward": {  # as each chose it on this machine (the attention kernel by a measured probe)
-            side: {"forward": card.forward, "attention": card.attention} for side, card in cards.items()
+        "forward": {  # as each chose it on this machine (attention kernel and batch budget by measured probes)
+            side: {"forward": card.forward, "attention": card.attention, "batch_tokens": card.batch_tokens}
+            for side, card in cards.items()
         },
         "service_env": SERVING_MALLOC_ENV,
         "bench_process_malloc_tuned": tuned,

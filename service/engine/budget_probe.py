@@ -8,11 +8,14 @@ traffic ~4.5x with the same throughput. On a GPU the cost per token keeps fallin
 Where the knee lies depends on the device, the model and the CPU kind, so it is measured, not hard-coded.
 
 How: forwards of random-token conversations (nothing shared, nothing in any prefix cache) at budgets
-doubling from `FLOOR_TOKENS` up to `max_batch_tokens`. One pass up the ladder warms each shape and is not
-counted; then `passes` more, interleaved, so that a slow spell of a shared host hits every budget alike,
-keeping each budget's least seconds per token. The budget chosen is the smallest whose cost per token is
-within `tolerance` of the cheapest. Climbing stops after a forward longer than `forward_limit_s` (a large
-model on a CPU): the budgets above it are never tried.
+doubling from `FLOOR_TOKENS` up to `max_batch_tokens`. One forward per budget warms its shape and is not
+counted. Then `passes` rounds up the ladder, each budget timed over the same amount of work (as many of
+its forwards as make the ladder's top budget), keeping each budget's least seconds per token. Equal work
+matters on a shared host: timed one forward each, small budgets slipped between other processes' bursts of
+CPU while the top budget's long forward never could, and the probe chose 512 tokens while four other
+servers were starting beside it (`paretorm bench`). The budget chosen is the smallest whose cost per token
+is within `tolerance` of the cheapest. Climbing stops after a forward longer than `forward_limit_s` (a
+large model on a CPU): the budgets above it are never tried.
 """
 
 from __future__ import annotations
@@ -59,17 +62,17 @@ def probe_batch_tokens(
     length = min(ITEM_TOKENS, max_batch_tokens)
     budgets = ladder(min(max_batch_tokens, max_batch_items * length))
     top = budgets[-1]
+    for budget in list(budgets):  # warm each shape, uncounted
+        if _seconds(backend, rng, sample, budget // length, length) > forward_limit_s:
+            budgets = budgets[: budgets.index(budget) + 1]
+            break
     least: dict[int, float] = {}
-    for counted in [False] + [True] * passes:
-        for budget in list(budgets):
+    for _ in range(passes):
+        for budget in budgets:
             count = budget // length
-            _, started, finished = timed_forward(backend, _random_batch(rng, sample, count, length))
-            seconds = finished - started
-            if counted:
-                least[budget] = min(least.get(budget, float("inf")), seconds / (count * length))
-            if seconds > forward_limit_s:
-                budgets = budgets[: budgets.index(budget) + 1]
-                break
+            forwards = max(1, round(budgets[-1] / (count * length)))
+            seconds = sum(_seconds(backend, rng, sample, count, length) for _ in range(forwards))
+            least[budget] = min(least.get(budget, float("inf")), seconds / (forwards * count * length))
     chosen = choose(least, tolerance)
     # The ladder's top chosen: the cost still fell there, or the item cap ended the ladder below the ceiling
     # (real batches of such items stop there too); either way the operator's ceiling stands.
@@ -90,6 +93,13 @@ def ladder(top: int) -> list[int]:
         budgets.append(budget)
         budget *= 2
     return [*budgets, top]
+
+
+def _seconds(
+    backend: ScoringBackend, rng: random.Random, sample: EncodedConversation, count: int, length: int
+) -> float:
+    _, started, finished = timed_forward(backend, _random_batch(rng, sample, count, length))
+    return finished - started
 
 
 def _random_batch(rng: random.Random, sample: EncodedConversation, count: int, length: int) -> Batch:

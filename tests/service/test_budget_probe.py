@@ -15,34 +15,48 @@ import pytest
 
 from service.engine.batcher import Batcher
 from service.engine.budget_probe import ITEM_TOKENS, choose, ladder, probe_batch_tokens
+from service.engine.planning import whole_batch
 from service.engine.types import Batch, EncodedConversation, ScoreRows, Timed
 
 SAMPLE = EncodedConversation(tuple(range(100, 130)), gate_index=20, prefix_len=25)
+LONG = EncodedConversation(tuple(range(ITEM_TOKENS)), gate_index=20, prefix_len=0)
 
 
 class CurveBackend:
-    """Reports `seconds(tokens, forward_number)` as each forward's time; records every batch."""
+    """Runs on a virtual clock: a forward of `tokens` needs `work(tokens)` seconds of the machine, and takes
+    `slowdown` times longer while a burst of other processes' work is on (`bursts(now)` says whether one is).
+    Records every batch."""
 
     name = "curve"
     packed = True
 
-    def __init__(self, seconds: Callable[[int, int], float]) -> None:
-        self.seconds = seconds
+    def __init__(
+        self,
+        work: Callable[[int], float],
+        bursts: Callable[[float], bool] = lambda now: False,
+        slowdown: float = 3,
+    ) -> None:
+        self.work, self.bursts, self.slowdown = work, bursts, slowdown
+        self.now = 0.0
         self.batches: list[Batch] = []
 
     def run_timed(self, batch: Batch) -> Timed:
         self.batches.append(batch)
         tokens = sum(conversation.num_tokens for conversation in batch.conversations)
+        started, left, step = self.now, self.work(tokens), 1e-4
+        while left > 0:
+            left -= step / (self.slowdown if self.bursts(self.now) else 1)
+            self.now += step
         ones = np.ones((len(batch), 2))
-        return ScoreRows(ones, ones, ones, np.ones(len(batch))), 0.0, self.seconds(tokens, len(self.batches))
+        return ScoreRows(ones, ones, ones, np.ones(len(batch))), started, self.now
 
     def run(self, batch: Batch) -> ScoreRows:
         return self.run_timed(batch)[0]
 
 
-def per_token(costs_us: dict[int, float]) -> Callable[[int, int], float]:
+def per_token(costs_us: dict[int, float]) -> Callable[[int], float]:
     """A forward's seconds from microseconds per token at each batch size (exact sizes only)."""
-    return lambda tokens, _: tokens * costs_us[tokens] * 1e-6
+    return lambda tokens: tokens * costs_us[tokens] * 1e-6
 
 
 def probe(
@@ -72,7 +86,7 @@ def test_a_cost_that_still_falls_at_the_top_keeps_the_operators_ceiling() -> Non
 
 
 def test_the_item_cap_ends_the_ladder_and_a_cheapest_top_keeps_the_ceiling() -> None:
-    backend = CurveBackend(lambda tokens, _: tokens * 1e-6 * (40 if tokens < 2048 else 20))
+    backend = CurveBackend(lambda tokens: tokens * 1e-6 * (40 if tokens < 2048 else 20))
     assert (
         probe(backend, max_batch_items=8) == 16384
     )  # 8 x 256 tokens is the most a batch of such items holds
@@ -80,26 +94,45 @@ def test_the_item_cap_ends_the_ladder_and_a_cheapest_top_keeps_the_ceiling() -> 
 
 
 def test_a_slow_model_stops_the_climb_and_never_gets_the_untried_ceiling() -> None:
-    backend = CurveBackend(lambda tokens, _: tokens * 4e-3)  # 2 s for 512 tokens: an 8B model on 2 CPU cores
+    backend = CurveBackend(lambda tokens: tokens * 4e-3)  # 2 s for 512 tokens: an 8B model on 2 CPU cores
     assert probe(backend) == 512
     assert {sum(c.num_tokens for c in batch.conversations) for batch in backend.batches} == {512}
     assert len(backend.batches) == 4  # the uncounted pass and three counted ones, one forward each
 
 
+KNEE = {512: 40.0, 1024: 30.0, 2048: 25.0, 4096: 22.0, 8192: 21.5, 16384: 21.4}  # us per token; knee at 4096
+
+
 def test_a_slow_spell_during_one_pass_does_not_move_the_choice() -> None:
-    costs = {512: 40.0, 1024: 30.0, 2048: 23.5, 4096: 22.0, 8192: 21.5, 16384: 21.4}
-    steady = per_token(costs)
-
-    # Forwards 7-12 are the first counted pass: the host slows 3x for its three smallest budgets.
     def spell() -> CurveBackend:
-        return CurveBackend(lambda tokens, n: steady(tokens, n) * (3 if 7 <= n <= 9 else 1))
+        backend = CurveBackend(per_token(KNEE))
+        # Forwards 1-6 warm the ladder; 7-62 are the first counted pass's three smallest budgets (32, 16 and
+        # 8 forwards of 16384 tokens in all), 63-66 its 4096-token budget: the host is 3x slower for those.
+        backend.bursts = lambda now: 63 <= len(backend.batches) <= 66
+        return backend
 
-    assert probe(spell()) == 2048
-    assert probe(spell(), passes=1) == 4096  # what a single counted pass would have chosen
+    assert probe(CurveBackend(per_token(KNEE))) == 4096
+    assert probe(spell()) == 4096
+    assert probe(spell(), passes=1) == 8192  # what a single counted pass would have chosen
+
+
+def test_bursts_of_other_work_bias_no_budget_because_each_is_timed_over_the_same_work() -> None:
+    def bursty() -> CurveBackend:  # other processes busy 50 ms of every 100 ms (servers starting beside it)
+        return CurveBackend(per_token(KNEE), bursts=lambda now: now % 0.1 >= 0.05)
+
+    assert probe(bursty()) == 4096
+    # Timed one forward each, the small budgets' forwards (20-31 ms) fit between the bursts and the larger
+    # ones cannot, so the small ones looked cheapest:
+    backend, least = bursty(), {}
+    for _ in range(4):
+        for budget in ladder(16384):
+            _, started, finished = backend.run_timed(whole_batch([LONG] * (budget // ITEM_TOKENS), False))
+            least[budget] = min(least.get(budget, 1.0), (finished - started) / budget)
+    assert choose(least, 0.1) < 4096
 
 
 def test_the_probe_feeds_random_unshared_conversations_drawn_from_the_sample() -> None:
-    backend = CurveBackend(lambda tokens, _: tokens * 1e-6)
+    backend = CurveBackend(lambda tokens: tokens * 1e-6)
     probe(backend, max_batch_tokens=2048)
     seen = [conversation for batch in backend.batches for conversation in batch.conversations]
     assert all(conversation.num_tokens == ITEM_TOKENS for conversation in seen)
@@ -110,7 +143,7 @@ def test_the_probe_feeds_random_unshared_conversations_drawn_from_the_sample() -
     assert len({conversation.input_ids[:16] for conversation in seen}) == len(
         seen
     )  # no prompt to share or cache
-    ungated = CurveBackend(lambda tokens, _: tokens * 1e-6)
+    ungated = CurveBackend(lambda tokens: tokens * 1e-6)
     probe_batch_tokens(
         ungated,
         EncodedConversation((5, 6, 7), gate_index=-1, prefix_len=0),
@@ -122,7 +155,7 @@ def test_the_probe_feeds_random_unshared_conversations_drawn_from_the_sample() -
 
 def test_the_batcher_plans_at_the_chosen_budget_and_refuses_one_above_its_ceiling() -> None:
     async def scenario() -> None:
-        backend = CurveBackend(lambda tokens, _: 0.0)
+        backend = CurveBackend(lambda tokens: 0.0)
         batcher = Batcher(
             backend,
             max_batch_tokens=64,
