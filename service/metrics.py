@@ -44,6 +44,7 @@ METRIC_NAMES = (
     "paretorm_inflight_requests",
     "paretorm_queue_items",
     "paretorm_queue_tokens",
+    "paretorm_batch_budget_tokens",
     "paretorm_rejected_total",
     "paretorm_dropped_conversations_total",
     "paretorm_batch_size",

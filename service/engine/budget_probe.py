@@ -4,18 +4,19 @@ Why: on a CPU the forward's cost per token stops falling at a few thousand token
 the cores early), so a batch larger than that only makes every request in it wait longer. On the bench
 model (bf16, 2-core Intel Xeon with AMX-BF16), per 336-token item: 13.6 ms alone, 8.2 ms at 4 items,
 7.3 at 8 and 7.2 at 32; and planning at 4096 tokens instead of 16384 cut single items' p50 beside batch
-traffic ~4.5x with the same throughput. On a GPU the cost per token keeps falling to far larger batches.
-Where the knee lies depends on the device, the model and the CPU kind, so it is measured, not hard-coded.
+traffic ~4.5x, throughput moving within the host's noise. On a GPU the cost per token keeps falling to
+far larger batches. Where the knee lies depends on the device, the model and the CPU kind, so it is
+measured, not hard-coded.
 
 How: forwards of random-token conversations (nothing shared, nothing in any prefix cache) at budgets
 doubling from `FLOOR_TOKENS` up to `max_batch_tokens`. One forward per budget warms its shape and is not
 counted. Then `passes` rounds up the ladder, each budget timed over the same amount of work (as many of
 its forwards as make the ladder's top budget), keeping each budget's least seconds per token. Equal work
 matters on a shared host: timed one forward each, small budgets slipped between other processes' bursts of
-CPU while the top budget's long forward never could, and the probe chose 512 tokens while four other
-servers were starting beside it (`paretorm bench`). The budget chosen is the smallest whose cost per token
-is within `tolerance` of the cheapest. Climbing stops after a forward longer than `forward_limit_s` (a
-large model on a CPU): the budgets above it are never tried.
+CPU while the top budget's long forward never could; probing while four other servers started beside it
+(`paretorm bench`), that version planned so small a budget that single items waited 6.8 s. The budget
+chosen is the smallest whose cost per token is within `tolerance` of the cheapest. Climbing stops after a
+forward longer than `forward_limit_s` (a large model on a CPU): the budgets above it are never tried.
 """
 
 from __future__ import annotations
@@ -27,9 +28,8 @@ from service.engine.planning import whole_batch
 from service.engine.types import Batch, EncodedConversation, ScoringBackend, timed_forward
 
 FLOOR_TOKENS = 512
-ITEM_TOKENS = (
-    256  # a short chat turn; attention's share grows with length, so shorter would flatter the GEMMs
-)
+# A short chat turn: attention's share of the cost grows with length; shorter would flatter the GEMMs.
+ITEM_TOKENS = 256
 
 
 @dataclass(frozen=True, slots=True)
