@@ -98,7 +98,14 @@ def ladder(top: int) -> list[int]:
 def _seconds(
     backend: ScoringBackend, rng: random.Random, sample: EncodedConversation, count: int, length: int
 ) -> float:
-    _, started, finished = timed_forward(backend, _random_batch(rng, sample, count, length))
+    try:
+        _, started, finished = timed_forward(backend, _random_batch(rng, sample, count, length))
+    except Exception as error:  # out of memory at the ceiling, most likely: say which knob fixes it
+        raise RuntimeError(
+            f"a forward of {count * length} tokens failed in the start-up budget probe ({error}); traffic "
+            "would reach that size too: lower max_batch_tokens (PARETORM_MAX_BATCH_TOKENS), or start with "
+            "--no-tune-batch-tokens to skip the probe"
+        ) from error
     return finished - started
 
 

@@ -176,3 +176,15 @@ def test_the_batcher_plans_at_the_chosen_budget_and_refuses_one_above_its_ceilin
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+def test_a_forward_that_fails_in_the_probe_names_its_size_and_the_knob() -> None:
+    def work(tokens: int) -> float:
+        if tokens > 4096:
+            raise MemoryError("CUDA out of memory")
+        return tokens * 1e-6
+
+    with pytest.raises(
+        RuntimeError, match=r"8192 tokens failed .*CUDA out of memory.*PARETORM_MAX_BATCH_TOKENS"
+    ):
+        probe(CurveBackend(work))
