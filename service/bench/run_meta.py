@@ -64,7 +64,7 @@ def run_meta(
             "compile_forward": settings.compile_forward,
             "compiled": settings.compile_wanted,  # also vLLM's: --enforce-eager only where this is false
         },
-        "forward": {  # as each chose it on this machine (attention kernel and batch budget by measured probes)
+        "forward": {  # as each chose them here (attention kernel and batch budget: measured probes)
             side: {"forward": card.forward, "attention": card.attention, "batch_tokens": card.batch_tokens}
             for side, card in cards.items()
         },

@@ -66,11 +66,12 @@ def probe_batch_tokens(
         if _seconds(backend, rng, sample, budget // length, length) > forward_limit_s:
             budgets = budgets[: budgets.index(budget) + 1]
             break
+    work_tokens = budgets[-1]  # each budget's timed work: one forward of the largest budget tried
     least: dict[int, float] = {}
     for _ in range(passes):
         for budget in budgets:
             count = budget // length
-            forwards = max(1, round(budgets[-1] / (count * length)))
+            forwards = max(1, round(work_tokens / (count * length)))
             seconds = sum(_seconds(backend, rng, sample, count, length) for _ in range(forwards))
             least[budget] = min(least.get(budget, float("inf")), seconds / (forwards * count * length))
     chosen = choose(least, tolerance)
