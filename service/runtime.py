@@ -117,8 +117,10 @@ def load_runtime(settings: ServiceSettings, model_thread: ThreadPoolExecutor | N
     Call it on `model_thread`, the executor the batcher will run forwards on (see `model_thread_executor`).
     """
     from service.engine.vllm_backend import load_device
+    from service.model.dtype_probe import resolve_dtype
     from service.model.loading import load_reward_model
 
+    settings = settings.model_copy(update={"dtype": resolve_dtype(settings.dtype, settings.device)})
     model_dir = resolve_model_dir(settings)
     loaded = load_reward_model(  # --backend vllm: on the host; only the heads go to the device (vllm_backend)
         model_dir,

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Dtype = Literal["float32", "bfloat16", "float16"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 Backend = Literal["transformers", "vllm"]
 DefaultModel = Literal["auto", "smollm2", "tiny-demo"]
 
@@ -30,7 +30,12 @@ class ServiceSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Bind address; 0.0.0.0 exposes the service.")
     port: int = Field(default=8000, ge=0, le=65535)
-    dtype: Dtype = Field(default="float32", description="Backbone dtype; bfloat16 is ~4x faster on AVX512-BF16.")
+    dtype: Dtype = Field(
+        default="float32",
+        description="Backbone dtype. bfloat16 is 2-4x faster where the CPU multiplies it natively "
+        "(AVX512-BF16, AMX) and many times slower where not (AVX2 only); `auto` measures at start-up and "
+        "takes bfloat16 where it is >= 1.25x faster (`service.model.dtype_probe`), float32 otherwise.",
+    )
     device: str = Field(default="cpu", description="torch device: cpu, cuda, cuda:1, ...")
     backend: Backend = Field(default="transformers", description="Backbone engine: transformers or vllm.")
     tensor_parallel_size: int = Field(

