@@ -16,7 +16,9 @@ matters on a shared host: timed one forward each, small budgets slipped between 
 CPU while the top budget's long forward never could; probing while four other servers started beside it
 (`paretorm bench`), that version planned so small a budget that single items waited 6.8 s. The budget
 chosen is the smallest whose cost per token is within `tolerance` of the cheapest. Climbing stops after a
-forward longer than `forward_limit_s` (a large model on a CPU): the budgets above it are never tried.
+forward longer than `forward_limit_s` (a large model on a CPU): the budgets above it are never tried, and
+the probe takes at most about `passes` x budgets tried x twice that limit (the bench model in float32 on a
+2-core AVX2 EPYC: a 4096-token forward took 0.8 s; with a 1 s limit the probe climbed to 8192 and took 32 s).
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from dataclasses import dataclass
 from service.engine.planning import whole_batch
 from service.engine.types import Batch, EncodedConversation, ScoringBackend, timed_forward
 
-FLOOR_TOKENS = 512
+# Four of the probe's conversations. At 512 (two of them, but one real 334-token chat item) the AVX2 EPYC's flat
+# cost per token chose 512, and in-process 32 x 1 ran 9.5 items/s against 11.4-15.5 at 1024 to 8192: a forward
+# of one item pays the service's per-forward work, which the probe's timing does not see.
+FLOOR_TOKENS = 1024
 # A short chat turn: attention's share of the cost grows with length; shorter would flatter the GEMMs.
 ITEM_TOKENS = 256
 
@@ -50,7 +55,7 @@ def probe_batch_tokens(
     max_batch_items: int,
     passes: int = 3,
     tolerance: float = 0.1,
-    forward_limit_s: float = 1.0,
+    forward_limit_s: float = 0.5,
     seed: int = 0,
 ) -> BudgetProbe:
     """Measure and choose (blocking: call it on the model thread, before traffic).

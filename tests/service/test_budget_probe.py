@@ -67,9 +67,9 @@ def probe(
     ).chosen  # type: ignore[arg-type]
 
 
-def test_the_ladder_doubles_from_512_and_ends_at_the_ceiling() -> None:
-    assert ladder(16384) == [512, 1024, 2048, 4096, 8192, 16384]
-    assert ladder(6000) == [512, 1024, 2048, 4096, 6000]
+def test_the_ladder_doubles_from_1024_and_ends_at_the_ceiling() -> None:
+    assert ladder(16384) == [1024, 2048, 4096, 8192, 16384]
+    assert ladder(6000) == [1024, 2048, 4096, 6000]
     assert ladder(300) == [300]
 
 
@@ -94,9 +94,9 @@ def test_the_item_cap_ends_the_ladder_and_a_cheapest_top_keeps_the_ceiling() -> 
 
 
 def test_a_slow_model_stops_the_climb_and_never_gets_the_untried_ceiling() -> None:
-    backend = CurveBackend(lambda tokens: tokens * 4e-3)  # 2 s for 512 tokens: an 8B model on 2 CPU cores
-    assert probe(backend) == 512
-    assert {sum(c.num_tokens for c in batch.conversations) for batch in backend.batches} == {512}
+    backend = CurveBackend(lambda tokens: tokens * 1e-3)  # 1 s for 1024 tokens: an 8B model on 2 CPU cores
+    assert probe(backend) == 1024
+    assert {sum(c.num_tokens for c in batch.conversations) for batch in backend.batches} == {1024}
     assert len(backend.batches) == 4  # the uncounted pass and three counted ones, one forward each
 
 
@@ -106,9 +106,9 @@ KNEE = {512: 40.0, 1024: 30.0, 2048: 25.0, 4096: 22.0, 8192: 21.5, 16384: 21.4} 
 def test_a_slow_spell_during_one_pass_does_not_move_the_choice() -> None:
     def spell() -> CurveBackend:
         backend = CurveBackend(per_token(KNEE))
-        # Forwards 1-6 warm the ladder; 7-62 are the first counted pass's three smallest budgets (32, 16 and
-        # 8 forwards of 16384 tokens in all), 63-66 its 4096-token budget: the host is 3x slower for those.
-        backend.bursts = lambda now: 63 <= len(backend.batches) <= 66
+        # Forwards 1-5 warm the ladder; 6-29 are the first counted pass's two smallest budgets (16 and 8
+        # forwards of 16384 tokens in all), 30-33 its 4096-token budget: the host is 3x slower for those.
+        backend.bursts = lambda now: 30 <= len(backend.batches) <= 33
         return backend
 
     assert probe(CurveBackend(per_token(KNEE))) == 4096
@@ -121,7 +121,7 @@ def test_bursts_of_other_work_bias_no_budget_because_each_is_timed_over_the_same
         return CurveBackend(per_token(KNEE), bursts=lambda now: now % 0.1 >= 0.05)
 
     assert probe(bursty()) == 4096
-    # Timed one forward each, the small budgets' forwards (20-31 ms) fit between the bursts and the larger
+    # Timed one forward each, the smallest budget's forwards (31 ms) fit between the bursts and the larger
     # ones cannot, so the small ones looked cheapest:
     backend, least = bursty(), {}
     for _ in range(4):
