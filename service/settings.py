@@ -71,7 +71,7 @@ class ServiceSettings(BaseSettings):
     max_batch_items: int = Field(default=64, ge=1, description="Conversations per forward pass.")
     tune_batch_tokens: bool = Field(
         default=True,
-        description="At start-up, time forwards at budgets from 1024 tokens up to max_batch_tokens and plan "
+        description="At start-up, time forwards at budgets from 2048 tokens up to max_batch_tokens and plan "
         "batches at the smallest whose cost per token is within 10% of the cheapest "
         "(`service.engine.budget_probe`): on CPUs the cost per token stops falling at a few thousand tokens, "
         "and larger batches only add latency. Takes a few seconds before readiness; logged and exported as "

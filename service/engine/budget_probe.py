@@ -29,10 +29,11 @@ from dataclasses import dataclass
 from service.engine.planning import whole_batch
 from service.engine.types import Batch, EncodedConversation, ScoringBackend, timed_forward
 
-# Four of the probe's conversations. At 512 (two of them, but one real 334-token chat item) the AVX2 EPYC's flat
-# cost per token chose 512, and in-process 32 x 1 ran 9.5 items/s against 11.4-15.5 at 1024 to 8192: a forward
-# of one item pays the service's per-forward work, which the probe's timing does not see.
-FLOOR_TOKENS = 1024
+# Where the cost per token is flat (the AVX2 EPYC in float32: 175-205 us from 512 to 16384 tokens) the floor
+# is chosen. At 512, one real 334-token chat item per forward, in-process 32 x 1 ran 9.5 items/s against
+# 11.4-15.5 at 1024-8192: a forward pays the service's per-forward work, which the probe does not time. At
+# 1024 a GRPO group of 8 responses to a 428-token prompt (1324 tokens) ran alone, one group per forward.
+FLOOR_TOKENS = 2048
 # A short chat turn: attention's share of the cost grows with length; shorter would flatter the GEMMs.
 ITEM_TOKENS = 256
 
