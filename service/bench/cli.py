@@ -2,7 +2,8 @@
 
 The defaults reproduce the issue's anchor setting (random Llama backbone hidden 512, 4 layers, 8 heads,
 19 heads; bf16 where it is faster than float32 (`--dtype auto`); ~336-token chat items; 32 single-item
-clients; GRPO 64 x 8 with a 428-token shared prompt). `--quick` is the CI smoke mode: a tiny model and a few items, every scenario still runs.
+clients; GRPO 64 x 8 with a 428-token shared prompt). `--quick` is the CI smoke mode: a tiny model and a few
+items, every scenario still runs.
 """
 
 from __future__ import annotations

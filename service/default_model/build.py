@@ -6,7 +6,7 @@ for four objectives, verbosity debiasing with ``verbosity`` as the verbosity obj
 the preference pairs. The backbone is stored in bfloat16. Embeddings run in bfloat16 where it measures faster
 (about 4x on AVX512-BF16 and AMX CPUs; then a bfloat16 server sees exactly the states the heads were fitted
 on) and in float32 elsewhere (a CPU with AVX2 only multiplies bfloat16 several times slower: the build ran
-over 15 minutes there); the dtype is part of the recipe, so each has its own cache folder. Stage 2 is smaller
+over 13 minutes there); the dtype is part of the recipe, so each has its own cache folder. Stage 2 is smaller
 than ArmoRM's (``GATING``): 160 pairs do not need 2000 steps of 1024. The held-out pairs are scored last and
 their figures written into the description.
 

@@ -4,8 +4,8 @@ bfloat16 is 2-4x faster than float32 where the CPU multiplies it natively (AVX51
 times slower where it does not: on an AMD EPYC with AVX2 only (Zen 3, no AVX-512), torch 2.13 ran a bf16
 linear layer at 17 GFLOP/s against float32's 110-154, and a bf16 `@` at 1 GFLOP/s (2026-12-06). So the
 choice is measured, not read from a vendor or a flag list: one linear layer in each dtype, alternating,
-each keeping its best time (~10-60 ms on 2 cores). Accelerators skip the measurement: CUDA GPUs that
-support bfloat16 run it on tensor cores.
+each keeping its best time (0.8 s on that EPYC, where every bfloat16 call is slow). Accelerators skip the
+measurement: CUDA GPUs that support bfloat16 run it on tensor cores.
 """
 
 from __future__ import annotations
