@@ -10,13 +10,14 @@ measurement: CUDA GPUs that support bfloat16 run it on tensor cores.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["BF16_MIN_SPEEDUP", "bfloat16_speedup", "linear_seconds", "resolve_dtype"]
+__all__ = ["BF16_MIN_SPEEDUP", "Measure", "bfloat16_speedup", "linear_seconds", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def linear_seconds(device: torch.device, dtype: torch.dtype) -> float:
     return best
 
 
+@functools.cache  # once per process: the service's `auto` and the default model's build share it
 def bfloat16_speedup(device: torch.device, measure: Measure = linear_seconds) -> float:
     """float32 time / bfloat16 time of the same linear layer (> 1: bfloat16 is faster), alternating pairs."""
     float32 = bfloat16 = float("inf")

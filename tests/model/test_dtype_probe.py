@@ -8,12 +8,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from service.model.dtype_probe import BF16_MIN_SPEEDUP, bfloat16_speedup, linear_seconds, resolve_dtype
+from service.model.dtype_probe import (
+    BF16_MIN_SPEEDUP,
+    Measure,
+    bfloat16_speedup,
+    linear_seconds,
+    resolve_dtype,
+)
 from service.runtime import load_runtime
 from service.settings import ServiceSettings
 
 
-def fake_measure(float32_s: float, bfloat16_s: float, calls: list[torch.dtype] | None = None):  # noqa: ANN201
+def fake_measure(float32_s: float, bfloat16_s: float, calls: list[torch.dtype] | None = None) -> Measure:
     """A linear layer that takes the given seconds per dtype; records which dtypes were measured."""
     def measure(device: torch.device, dtype: torch.dtype) -> float:
         assert device.type == "cpu"
