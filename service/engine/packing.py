@@ -5,7 +5,8 @@ Every planning unit becomes computed rows plus attention sequences:
   are read out;
 - a shared prompt (a GRPO group, or one conversation whose prompt an earlier batch left in the prefix
   cache): the prompt's tokens once, as their own causal sequence, unless cached (then its keys/values come
-  from the cache and are not recomputed); each response's tokens with keys = prompt rows + its own rows.
+  from the cache and are not recomputed); each response's tokens with keys = prompt rows + its own rows,
+  the prompt rows marked as shared keys (the bucket kernels attend them once for the whole group).
   The gate state is read from the prompt (or the cache), the reward state from each response's last token.
 Prompt states worth keeping for later batches are listed in `keep` and stored by the backend afterwards.
 
@@ -58,7 +59,7 @@ class _Builder:
         self.positions: list[int] = []
         self.readouts: list[int] = []  # computed rows, in readout order, each once
         self.readout_of: dict[int, int] = {}  # computed row -> its position in `readouts`
-        self.sequences: list[tuple[list[int], list[int], list[int], list[int]]] = []  # rows, positions, keys
+        self.sequences: list[AttentionSequence] = []
 
     def add_rows(self, tokens: Sequence[int], first_position: int) -> list[int]:
         start = len(self.tokens)
@@ -105,7 +106,7 @@ def build_layout(
             trunk_keys: list[int] | None = None
         else:
             trunk = builder.add_rows(first.input_ids[:p], 0)
-            builder.sequences.append((trunk, list(range(p)), trunk, list(range(p))))
+            builder.sequences.append(AttentionSequence(trunk, list(range(p)), trunk, list(range(p))))
             gate = GateSource(readout=builder.readout(trunk[first.gate_index]))
             trunk_keys = trunk
             if prefix_cache is not None and key is not None:
@@ -119,7 +120,9 @@ def build_layout(
             if trunk_keys is None:
                 pending_cached.append((len(cached_states) - 1, branch, positions))
             else:
-                builder.sequences.append((branch, positions, trunk_keys + branch, list(range(p)) + positions))
+                builder.sequences.append(
+                    AttentionSequence(branch, positions, trunk_keys + branch, list(range(p)) + positions, p)
+                )
 
     computed = len(builder.tokens)
     padding = -computed % row_multiple
@@ -131,11 +134,10 @@ def build_layout(
         offset += cached_rows[-1][1]
     for cached_index, branch, positions in pending_cached:
         start, length = cached_rows[cached_index]
-        builder.sequences.append(
-            (branch, positions, list(range(start, start + length)) + branch, list(range(length)) + positions)
-        )
+        keys, key_positions = list(range(start, start + length)) + branch, list(range(length)) + positions
+        builder.sequences.append(AttentionSequence(branch, positions, keys, key_positions, length))
 
-    sequences = [AttentionSequence(q, qp, k, kp) for q, qp, k, kp in builder.sequences]
+    sequences = builder.sequences
     readout_of = builder.readout_of
     readout_sequences = [
         AttentionSequence(
@@ -143,6 +145,7 @@ def build_layout(
             [pos for row, pos in zip(s.query_rows, s.query_positions, strict=True) if row in readout_of],
             s.key_rows,
             s.key_positions,
+            s.shared_keys,
         )
         for s in sequences
     ]
@@ -177,7 +180,7 @@ def _add_plain(
     conversation = batch[index]
     rows = builder.add_rows(conversation.input_ids, 0)
     positions = list(range(conversation.num_tokens))
-    builder.sequences.append((rows, positions, rows, positions))
+    builder.sequences.append(AttentionSequence(rows, positions, rows, positions))
     reward[index] = builder.readout(rows[-1])
     gate_row = rows[conversation.gate_index] if conversation.gate_index >= 0 else rows[-1]
     gates[index] = GateSource(readout=builder.readout(gate_row))

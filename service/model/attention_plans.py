@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .packed_attention import AttentionBucket, AttentionSequence, attend, plan_attention
+from .packed_attention import AttentionSequence, BucketedAttention, attend, plan_attention
 from .paged_attention import (
     PagedPlan,
     attend_paged,
@@ -39,7 +39,7 @@ class AttentionShape:
 
 @dataclass(frozen=True, slots=True)
 class BucketPlan:
-    buckets: list[AttentionBucket]
+    buckets: BucketedAttention
     kernel: str  # one of BUCKET_KERNELS
 
 

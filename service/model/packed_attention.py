@@ -14,19 +14,25 @@ heads: 10 ms per layer, against 19 ms for PyTorch's CPU flash kernel with `is_ca
 while its padded work stays within `BUCKET_WASTE` of the real work and its score tensor under
 `MAX_BUCKET_SCORES` elements, which bounds memory for long inputs.
 
+A sequence whose first `shared_keys` keys are a prefix other sequences read too (a GRPO prompt) is split:
+its own keys go into buckets like any sequence's, with the log-sum-exp kept, and the prefix is attended
+once for all its readers and merged in (`shared_prefix`).
+
 Pure torch: no transformers, no engine types. Plans are built once per forward and reused by every layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["AttentionBucket", "AttentionSequence", "attend", "plan_attention"]
+from .shared_prefix import SharedPrefix, attention_with_lse, merge_prefix
+
+__all__ = ["AttentionBucket", "AttentionSequence", "BucketedAttention", "attend", "plan_attention"]
 
 QUERY_CHUNK = 128
 BUCKET_WASTE = 1.25
@@ -39,13 +45,15 @@ class AttentionSequence:
 
     `query_rows` index the layer's query rows; `key_rows` index the key pool (computed rows first, then
     cached prompt rows, as the decoder lays them out). Keys are in ascending position order; queries are
-    chunked in the order given, so ascending queries also skip the most keys.
+    chunked in the order given, so ascending queries also skip the most keys. `shared_keys`: how many
+    leading keys are a prefix that other sequences read too and that every query here sees in full.
     """
 
     query_rows: Sequence[int]
     query_positions: Sequence[int]
     key_rows: Sequence[int]
     key_positions: Sequence[int]
+    shared_keys: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,16 @@ class AttentionBucket:
     bias: torch.Tensor  # (n, 1, 1, Lq, Lk): 0 where visible, -inf where not
     real_slots: torch.Tensor  # flat slots in (n * Lq) that hold real queries
     real_rows: torch.Tensor  # the query rows those slots answer
+
+
+@dataclass(frozen=True, slots=True)
+class BucketedAttention:
+    """One forward's attention plan: whole sequences in `buckets`; sequences on a shared prefix as their
+    own keys in `branch_buckets` plus one `SharedPrefix` per prefix."""
+
+    buckets: list[AttentionBucket]
+    branch_buckets: list[AttentionBucket] = field(default_factory=list)
+    prefixes: list[SharedPrefix] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +131,29 @@ def _bucket(chunks: Sequence[_Chunk], dtype: torch.dtype, device: torch.device) 
     )
 
 
-def plan_attention(
-    sequences: Sequence[AttentionSequence], *, num_heads: int, dtype: torch.dtype, device: torch.device
+def _split_prefixes(
+    sequences: Sequence[AttentionSequence],
+) -> tuple[list[AttentionSequence], list[AttentionSequence], dict[tuple[int, ...], list[int]]]:
+    """Whole sequences; the own keys of those on a shared prefix; each prefix's key rows -> its query rows."""
+    whole, branches, prefixes = [], [], {}
+    for sequence in sequences:
+        shared = sequence.shared_keys
+        if not shared or not sequence.query_rows:
+            whole.append(sequence)
+            continue
+        first, positions = min(sequence.query_positions), sequence.key_positions
+        if not (len(positions) > shared and positions[shared - 1] < first and positions[shared] <= first):
+            raise ValueError(f"a sequence's {shared} shared keys must come before all its queries, and its "
+                             "own keys must start at or before its first query")  # fmt: skip
+        branches.append(AttentionSequence(
+            sequence.query_rows, sequence.query_positions, sequence.key_rows[shared:], positions[shared:]
+        ))
+        prefixes.setdefault(tuple(sequence.key_rows[:shared]), []).extend(sequence.query_rows)
+    return whole, branches, prefixes
+
+
+def _buckets(
+    sequences: Sequence[AttentionSequence], num_heads: int, dtype: torch.dtype, device: torch.device
 ) -> list[AttentionBucket]:
     """Chunk, sort by shape and pad into buckets (see the module docstring for the limits)."""
     chunks = sorted(
@@ -140,11 +179,27 @@ def plan_attention(
     return buckets
 
 
+def plan_attention(
+    sequences: Sequence[AttentionSequence], *, num_heads: int, dtype: torch.dtype, device: torch.device
+) -> BucketedAttention:
+    """Buckets of whole sequences, and of the own keys of sequences on shared prefixes plus the prefixes."""
+    whole, branches, prefixes = _split_prefixes(sequences)
+
+    def rows(values: Sequence[int]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    return BucketedAttention(
+        _buckets(whole, num_heads, dtype, device),
+        _buckets(branches, num_heads, dtype, device),
+        [SharedPrefix(rows(queries), rows(keys)) for keys, queries in prefixes.items()],
+    )
+
+
 def attend(
     query: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    buckets: Sequence[AttentionBucket],
+    plan: BucketedAttention,
     scaling: float,
     *,
     kernel: str = "matmul",
@@ -155,32 +210,60 @@ def attend(
     transformers' `repeat_kv` assumes. `kernel="matmul"` materialises each bucket's scores (the faster
     choice on CPUs, measured above); `kernel="sdpa"` hands each bucket and its mask to PyTorch's
     `scaled_dot_product_attention`, whose fused masked kernels avoid the score tensor on accelerators.
+    The own-key buckets of sequences on a shared prefix run through `shared_prefix.attention_with_lse`
+    whichever the kernel (the merge needs each row's log-sum-exp), and each prefix is then merged in.
     """
     if kernel not in {"matmul", "sdpa"}:
         raise ValueError(f"unknown attention kernel {kernel!r}; use 'matmul' or 'sdpa'")
-    rows, heads, dim = query.shape
+    out = query.new_empty(query.shape)
+    for bucket in plan.buckets:
+        _attend_bucket(query, keys, values, bucket, scaling, kernel, out)
+    if plan.prefixes:
+        lse = torch.empty(query.shape[:2], dtype=torch.float32, device=query.device)  # (Tq, Hq)
+        for bucket in plan.branch_buckets:
+            _attend_bucket(query, keys, values, bucket, scaling, kernel, out, lse)
+        for prefix in plan.prefixes:
+            merge_prefix(query, keys, values, prefix, scaling, out, lse)
+    return out
+
+
+def _attend_bucket(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    bucket: AttentionBucket,
+    scaling: float,
+    kernel: str,
+    out: torch.Tensor,
+    lse: torch.Tensor | None = None,
+) -> None:
+    """One bucket's rows of `out` (and of `lse`, the log-sum-exp per row and head, when given)."""
+    heads, dim = query.shape[1:]
     kv_heads = keys.shape[1]
     group = heads // kv_heads
-    out = query.new_empty(rows, heads, dim)
-    scaled = query * scaling if kernel == "matmul" else query
-    for bucket in buckets:
-        n, lq = bucket.query_index.shape
-        lk = bucket.key_index.shape[1]
-        k = keys.index_select(0, bucket.key_index.view(-1)).view(n, lk, kv_heads, dim).transpose(1, 2)
-        v = values.index_select(0, bucket.key_index.view(-1)).view(n, lk, kv_heads, dim).transpose(1, 2)
-        q = scaled.index_select(0, bucket.query_index.view(-1))
-        if kernel == "sdpa":
-            q = q.view(n, lq, heads, dim).transpose(1, 2)  # (n, Hq, Lq, D)
-            mixed = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=bucket.bias[:, 0], scale=scaling, enable_gqa=group > 1
-            )  # (n, Hq, Lq, D)
-            mixed = mixed.transpose(1, 2).reshape(n * lq, heads, dim)
-        else:
-            q = q.view(n, lq, kv_heads, group, dim).permute(0, 2, 3, 1, 4).reshape(n, kv_heads, group * lq, dim)
-            scores = torch.matmul(q, k.transpose(-1, -2))  # (n, Hkv, group * Lq, Lk)
-            scores.view(n, kv_heads, group, lq, lk).add_(bucket.bias)
-            probs = torch.softmax(scores, dim=-1)
-            mixed = torch.matmul(probs, v).view(n, kv_heads, group, lq, dim)
-            mixed = mixed.permute(0, 3, 1, 2, 4).reshape(n * lq, heads, dim)
-        out.index_copy_(0, bucket.real_rows, mixed.index_select(0, bucket.real_slots))
-    return out
+    n, lq = bucket.query_index.shape
+    lk = bucket.key_index.shape[1]
+    k = keys.index_select(0, bucket.key_index.view(-1)).view(n, lk, kv_heads, dim).transpose(1, 2)
+    v = values.index_select(0, bucket.key_index.view(-1)).view(n, lk, kv_heads, dim).transpose(1, 2)
+    q = query.index_select(0, bucket.query_index.view(-1))
+    if lse is not None:
+        q = q.view(n, lq, heads, dim).transpose(1, 2)  # (n, Hq, Lq, D)
+        mixed, row_lse = attention_with_lse(q, k, v, bucket.bias[:, 0], scaling)  # (n,Hq,Lq,D), (n,Hq,Lq)
+        row_lse = row_lse.transpose(1, 2).reshape(n * lq, heads)
+        lse.index_copy_(0, bucket.real_rows, row_lse.index_select(0, bucket.real_slots))
+        mixed = mixed.transpose(1, 2).reshape(n * lq, heads, dim)
+    elif kernel == "sdpa":
+        q = q.view(n, lq, heads, dim).transpose(1, 2)  # (n, Hq, Lq, D)
+        mixed = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bucket.bias[:, 0], scale=scaling, enable_gqa=group > 1
+        )  # (n, Hq, Lq, D)
+        mixed = mixed.transpose(1, 2).reshape(n * lq, heads, dim)
+    else:
+        q = (q * scaling).view(n, lq, kv_heads, group, dim).permute(0, 2, 3, 1, 4)
+        q = q.reshape(n, kv_heads, group * lq, dim)
+        scores = torch.matmul(q, k.transpose(-1, -2))  # (n, Hkv, group * Lq, Lk)
+        scores.view(n, kv_heads, group, lq, lk).add_(bucket.bias)
+        probs = torch.softmax(scores, dim=-1)
+        mixed = torch.matmul(probs, v).view(n, kv_heads, group, lq, dim)
+        mixed = mixed.permute(0, 3, 1, 2, 4).reshape(n * lq, heads, dim)
+    out.index_copy_(0, bucket.real_rows, mixed.index_select(0, bucket.real_slots))

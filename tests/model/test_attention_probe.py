@@ -42,3 +42,15 @@ def test_a_kernel_that_fails_on_the_probe_is_left_out_with_a_warning(
         times = attention_probe.probe_times(CPU, torch.float32, 4, 2, 32)
     assert set(times) == {"matmul", "sdpa"}
     assert "attention kernel paged left out" in caplog.text and "unsupported shape" in caplog.text
+
+
+def test_the_probe_weighs_a_grpo_shape_of_as_many_tokens_as_its_chat_shape() -> None:
+    """Kernels rank differently on shared prompts, so the probe times both shapes (same token count)."""
+    from service.model.attention_plans import AttentionShape, plan_forward
+
+    chat, grpo = attention_probe._chat_sequences(), attention_probe._grpo_sequences()
+    assert sum(len(s.query_rows) for s in chat) == sum(len(s.query_rows) for s in grpo) == 3 * 384
+    plan, _ = plan_forward(grpo, grpo, kernel="sdpa", shape=AttentionShape(4, 2, 32), dtype=torch.float32,
+                           device=CPU)  # fmt: skip
+    assert [prefix.key_rows.numel() for prefix in plan.buckets.prefixes] == [384]  # read once by 8 responses
+    assert plan.buckets.prefixes[0].query_rows.numel() == 8 * 96

@@ -28,8 +28,10 @@ def reference_attention(q, keys, values, sequence, scaling):  # type: ignore[no-
     return out.transpose(0, 1)  # (Lq, Hq, D)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["whole", "shared-prefix"])
 @pytest.mark.parametrize("kernel", ["matmul", "sdpa"])
-def test_bucketed_attention_equals_masked_sdpa_per_sequence(kernel: str) -> None:
+def test_bucketed_attention_equals_masked_sdpa_per_sequence(kernel: str, shared: bool) -> None:
+    """Whole sequences, and responses on a prompt either gathered whole or split off their shared prefix."""
     torch.manual_seed(0)
     sequences = []
     rows = 0
@@ -40,17 +42,20 @@ def test_bucketed_attention_equals_masked_sdpa_per_sequence(kernel: str) -> None
     trunk = list(range(rows, rows + 50))  # a shared prompt of 50 rows and two responses on top of it
     sequences.append(AttentionSequence(trunk, list(range(50)), trunk, list(range(50))))
     rows += 50
-    for length in (3, 140):
+    for length in (3, 140, 1):
         branch = list(range(rows, rows + length))
         positions = list(range(50, 50 + length))
-        sequences.append(AttentionSequence(branch, positions, trunk + branch, list(range(50)) + positions))
+        sequences.append(AttentionSequence(branch, positions, trunk + branch, list(range(50)) + positions,
+                                           shared_keys=50 if shared else 0))  # fmt: skip
         rows += length
     q = torch.randn(rows, HEADS, DIM)
     keys, values = torch.randn(rows, KV_HEADS, DIM), torch.randn(rows, KV_HEADS, DIM)
-    buckets = plan_attention(sequences, num_heads=HEADS, dtype=torch.float32, device=torch.device("cpu"))
-    answered = torch.cat([bucket.real_rows for bucket in buckets])
+    plan = plan_attention(sequences, num_heads=HEADS, dtype=torch.float32, device=torch.device("cpu"))
+    answered = torch.cat([bucket.real_rows for bucket in plan.buckets + plan.branch_buckets])
     assert sorted(answered.tolist()) == list(range(rows))  # every query row exactly once
-    got = attend(q, keys, values, buckets, scaling=DIM**-0.5, kernel=kernel)
+    branch_rows = list(range(rows - 144, rows))
+    assert [p.query_rows.tolist() for p in plan.prefixes] == ([branch_rows] if shared else [])
+    got = attend(q, keys, values, plan, scaling=DIM**-0.5, kernel=kernel)
     for sequence in sequences:
         expected = reference_attention(q, keys, values, sequence, DIM**-0.5)
         torch.testing.assert_close(got[list(sequence.query_rows)], expected, atol=1e-5, rtol=0)
@@ -61,12 +66,20 @@ def test_buckets_stay_under_the_score_budget_and_skip_most_of_the_upper_triangle
     span = list(range(length))
     sequence = AttentionSequence(span, span, span, span)
     heads = 64
-    buckets = plan_attention([sequence], num_heads=heads, dtype=torch.float32, device=torch.device("cpu"))
+    plan = plan_attention([sequence], num_heads=heads, dtype=torch.float32, device=torch.device("cpu"))
+    buckets = plan.buckets
     for bucket in buckets:
         n, lq = bucket.query_index.shape
         assert n == 1 or n * lq * bucket.key_index.shape[1] * heads <= MAX_BUCKET_SCORES
     computed = sum(b.query_index.numel() * b.key_index.shape[1] for b in buckets)
     assert computed < 0.6 * length * length  # causal chunking: about half of the full square
+
+
+def test_shared_keys_that_a_query_does_not_see_in_full_are_refused() -> None:
+    span = [0, 1, 2, 3]  # a causal sequence: the query at position 0 does not see key 1 of the "prefix"
+    sequence = AttentionSequence(span, span, span, span, shared_keys=2)
+    with pytest.raises(ValueError, match="shared keys must come before all its queries"):
+        plan_attention([sequence], num_heads=HEADS, dtype=torch.float32, device=torch.device("cpu"))
 
 
 @pytest.mark.parametrize("kernel", ["matmul", "sdpa"])

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from service.engine.transformers_backend import TransformersBackend
+from service.model.attention_plans import kernels_here
 from service.scoring.encoding import ChatEncoder, EncodingPolicy, conversation
 
 PROMPTS = ["Explain photosynthesis in one sentence.", "List three prime numbers, please, in order."]
@@ -75,9 +76,13 @@ def test_prefix_state_lru_serves_a_group_split_across_batches(loaded_model, pack
     assert tiny_budget.run(encoded[1:2]).computed_tokens == encoded[1].num_tokens  # too big to keep: recomputed
 
 
-def test_packed_mixed_batch_equals_single_forwards(loaded_model) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("kernel", kernels_here(torch.device("cpu")))
+def test_packed_mixed_batch_equals_single_forwards(  # type: ignore[no-untyped-def]
+    loaded_model, kernel: str
+) -> None:
     """Plain rows of very different lengths (some over one attention chunk), two GRPO groups, a lone item
-    whose prompt a previous batch cached, and duplicates: one packed forward, every row exact."""
+    whose prompt a previous batch cached, and duplicates: one packed forward, every row exact, with every
+    attention kernel (the bucket kernels attend a shared prompt once for all its responses)."""
     long_prompt = " ".join(["Summarise the following notes about rivers and mountains."] * 12)
     long_response = " ".join(["The river runs past the city and the mountain stands above it."] * 8)
     pairs = [(PROMPTS[0], r) for r in RESPONSES] + [
@@ -90,7 +95,9 @@ def test_packed_mixed_batch_equals_single_forwards(loaded_model) -> None:  # typ
     encoded = encode(loaded_model, pairs)
     assert max(e.num_tokens for e in encoded) > 200  # several 128-row query chunks
     expected = np.stack([single(loaded_model, e) for e in encoded])
-    backend = TransformersBackend(loaded_model.model, share_prompts=True, prefix_cache_bytes=64 * 2**20)
+    backend = TransformersBackend(
+        loaded_model.model, share_prompts=True, prefix_cache_bytes=64 * 2**20, attention_kernel=kernel
+    )
     lone = encode(loaded_model, [(PROMPTS[1], RESPONSES[0])])
     backend.run(lone)  # leaves PROMPTS[1]'s prompt state in the cache
     later = encode(loaded_model, [(PROMPTS[1], RESPONSES[3])])
