@@ -10,8 +10,8 @@ vLLM CPU build is installed) beat both there. So `choose_kernel` times every ker
 tokens each), in the model's heads, head_dim and dtype, and returns the kernel with the least time for
 both, once per (device, dtype, heads, kv heads, head_dim) per process. The GRPO shape counts because the
 kernels rank differently there: on a 2-core AMD EPYC with AVX2 (fp32) the bucket kernels attend a shared
-prompt once for all its responses (`shared_prefix`) and beat vLLM's paged kernel by ~10% on GRPO batches,
-while the two are within a few per cent on chat. Accelerators skip the probe: the fused masked SDPA
+prompt once for all its responses (`shared_prefix`) and beat vLLM's paged kernel by 4-11 % on GRPO
+batches, while the two are within a few per cent on chat. Accelerators skip the probe: the fused masked SDPA
 avoids the score tensor there.
 
 The probe costs ~40-180 ms on 2 CPU cores; the kernels alternate and each keeps its best time, so a

@@ -48,7 +48,9 @@ def attention_with_lse(
     """Softmax attention (n, Hq, Lq, D) over (n, Hkv, Lk, D) with an additive `bias` broadcast to
     (n, 1, Lq, Lk) or none, and the float32 log-sum-exp of the scaled, biased scores (n, Hq, Lq).
     `fused`: PyTorch's CPU flash kernel (the default on CPUs) or materialised scores (elsewhere)."""
-    if q.device.type == "cpu" if fused is None else fused:
+    if fused is None:
+        fused = q.device.type == "cpu"
+    if fused:
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
             q, k, v, 0.0, False, attn_mask=bias, scale=scaling
         )
