@@ -223,7 +223,7 @@ def attend(
         for bucket in plan.branch_buckets:
             _attend_bucket(query, keys, values, bucket, scaling, kernel, out, lse)
         for prefix in plan.prefixes:
-            merge_prefix(query, keys, values, prefix, scaling, out, lse)
+            merge_prefix(query, keys, values, prefix, scaling, out, lse, max_scores=MAX_BUCKET_SCORES)
     return out
 
 

@@ -14,7 +14,8 @@ layer this way, against 13-23 ms for the masked SDPA buckets and 19-21 ms for vL
 
 On CPUs both parts use PyTorch's CPU flash kernel, which returns the log-sum-exp beside the output; on
 other devices the scores are materialised and the log-sum-exp taken from them. A prefix's queries run in
-chunks of at most `MAX_SCORES` scores. Pure torch: no plans, no engine types.
+chunks of at most `max_scores` scores (the caller's bound on a score tensor). Pure torch: no plans, no
+engine types.
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["MAX_SCORES", "SharedPrefix", "attention_with_lse", "merge_prefix"]
-
-MAX_SCORES = 1 << 25  # queries x keys x heads per materialised score tensor (128 MB of fp32)
+__all__ = ["SharedPrefix", "attention_with_lse", "merge_prefix"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +65,12 @@ def attention_with_lse(
 
 
 def _prefix_part(
-    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, prefix: SharedPrefix, scaling: float
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    prefix: SharedPrefix,
+    scaling: float,
+    max_scores: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The prefix's output (Nq, Hq, D) and log-sum-exp (Nq, Hq) for its query rows.
 
@@ -78,7 +82,7 @@ def _prefix_part(
     rows, length = prefix.query_rows.numel(), prefix.key_rows.numel()
     k = keys.index_select(0, prefix.key_rows).transpose(0, 1)[None]  # (1, Hkv, P, D)
     v = values.index_select(0, prefix.key_rows).transpose(0, 1)[None]
-    step = max(1, MAX_SCORES // (heads * length))
+    step = max(1, max_scores // (heads * length))
     outs, lses = [], []
     for start in range(0, rows, step):
         q = query.index_select(0, prefix.query_rows[start : start + step])  # (m, Hq, D)
@@ -98,11 +102,14 @@ def merge_prefix(
     scaling: float,
     out: torch.Tensor,
     lse: torch.Tensor,
+    *,
+    max_scores: int,
 ) -> None:
     """Fold the prefix's attention into `out` (T, Hq, D), whose prefix's query rows hold each sequence's
-    attention over its own keys with log-sum-exp `lse` (T, Hq), in place."""
+    attention over its own keys with log-sum-exp `lse` (T, Hq), in place; at most `max_scores` query x key
+    x head scores per call."""
     rows = prefix.query_rows
-    prefix_out, prefix_lse = _prefix_part(query, keys, values, prefix, scaling)
+    prefix_out, prefix_lse = _prefix_part(query, keys, values, prefix, scaling, max_scores)
     own_out, own_lse = out.index_select(0, rows), lse.index_select(0, rows)
     top = torch.maximum(prefix_lse, own_lse)
     prefix_weight, own_weight = torch.exp(prefix_lse - top), torch.exp(own_lse - top)  # (Nq, Hq)

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from service.model import shared_prefix
 from service.model.shared_prefix import SharedPrefix, attention_with_lse, merge_prefix
 
 HEADS, KV_HEADS, DIM = 4, 2, 32
@@ -27,11 +26,9 @@ def test_fused_and_materialised_attention_agree_on_output_and_log_sum_exp() -> N
     assert lse.shape == (3, HEADS, 20) and lse.dtype == torch.float32
 
 
-@pytest.mark.parametrize("max_scores", [shared_prefix.MAX_SCORES, 2 * HEADS * 40], ids=["whole", "chunked"])
-def test_merging_a_prefix_equals_attention_over_prefix_and_own_keys(
-    monkeypatch: pytest.MonkeyPatch, max_scores: int
-) -> None:
-    monkeypatch.setattr(shared_prefix, "MAX_SCORES", max_scores)  # 2 query rows per chunk when chunked
+@pytest.mark.parametrize("max_scores", [1 << 25, 2 * HEADS * 40], ids=["whole", "chunked"])
+def test_merging_a_prefix_equals_attention_over_prefix_and_own_keys(max_scores: int) -> None:
+    """Chunked: 2 query rows per call over the 40 prefix keys."""
     torch.manual_seed(1)
     prompt, responses = 40, [(40, 7), (47, 1), (48, 12)]  # (first row, length) of each response's own keys
     rows = 60
@@ -54,5 +51,6 @@ def test_merging_a_prefix_equals_attention_over_prefix_and_own_keys(
             q[0], every, values_every, attn_mask=mask, scale=DIM**-0.5, enable_gqa=True
         ).transpose(0, 1)
     readers = torch.arange(40, 60)
-    merge_prefix(query, keys, values, SharedPrefix(readers, torch.arange(prompt)), DIM**-0.5, out, lse)
+    prefix = SharedPrefix(readers, torch.arange(prompt))
+    merge_prefix(query, keys, values, prefix, DIM**-0.5, out, lse, max_scores=max_scores)
     torch.testing.assert_close(out[readers], expected[readers], atol=1e-5, rtol=0)
