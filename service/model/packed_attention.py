@@ -24,7 +24,7 @@ Pure torch: no transformers, no engine types. Plans are built once per forward a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -73,8 +73,8 @@ class BucketedAttention:
     own keys in `branch_buckets` plus one `SharedPrefix` per prefix."""
 
     buckets: list[AttentionBucket]
-    branch_buckets: list[AttentionBucket] = field(default_factory=list)
-    prefixes: list[SharedPrefix] = field(default_factory=list)
+    branch_buckets: list[AttentionBucket]
+    prefixes: list[SharedPrefix]
 
 
 @dataclass(frozen=True, slots=True)
