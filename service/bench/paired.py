@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from service.bench.loadgen import Target
 from service.bench.scenarios_http import throughput
+from service.bench.scenarios_inprocess import InProcessTarget
 from service.bench.servers import VLLM_SERVED_NAME
 from service.bench.targets import paretorm_groups, paretorm_items, vllm_classify
 from service.bench.workload import WorkloadSource, flatten_groups, rendered_texts
@@ -29,9 +30,10 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Side:
-    """One engine's half of a pairing: its target and how to build a round's fresh units."""
+    """One engine's half of a pairing: its target (a server, or the service's path in this process) and how
+    to build a round's fresh units."""
 
-    target: Target
+    target: Target | InProcessTarget
     units: Callable[[], Sequence[Any]]  # called once per round: never-seen work
     concurrency: int
     per_request: int
@@ -45,7 +47,11 @@ class Pairing:
 
 
 def _items_per_s(side: Side) -> float:
-    row = throughput(side.target, side.units(), concurrency=side.concurrency, per_request=side.per_request)
+    if isinstance(side.target, InProcessTarget):
+        row = side.target.throughput(side.units(), side.concurrency, side.per_request).summary()
+    else:
+        row = throughput(side.target, side.units(), concurrency=side.concurrency,
+                         per_request=side.per_request)
     if row["errors"] or not row["items_per_s"]:
         raise RuntimeError(f"paired rounds: {side.target.name}: {row.get('first_error')}")
     return float(row["items_per_s"])
@@ -84,6 +90,18 @@ def paired_ratios(
 def grpo_client_count(group: int) -> int:
     """Clients of the GRPO rows, one group each: a GRPO step in flight is ~64 conversations."""
     return max(1, 64 // group)
+
+
+def http_pairing(
+    cfg: BenchConfig, source: WorkloadSource, service_url: str, in_process: InProcessTarget
+) -> Pairing:
+    """HTTP 32 x 1 against the same scorer, batcher and backend in this process: what the service around
+    the model costs (goal >= 0.9), paired because two single passes minutes apart carry the host's drift
+    (0.81-1.12 in three runs on one CPU). It needs no vLLM."""
+    c, items = cfg.concurrency, max(4 * cfg.concurrency, cfg.items // 2)
+    return Pairing(f"http_{c}x1 / in_process_{c}x1",
+                   Side(paretorm_items(service_url, cfg.shape.objectives), lambda: source.chat(items), c, 1),
+                   Side(in_process, lambda: source.chat(items), c, 1))  # fmt: skip
 
 
 def goal_pairings(

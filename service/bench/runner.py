@@ -26,7 +26,7 @@ from service.bench.beside_batches import SINGLES_PER_S, beside_batches_section
 from service.bench.checkpoints import ModelShape, build_bench_model, export_sequence_classifier
 from service.bench.latency_section import latency_sections
 from service.bench.loadgen import Target
-from service.bench.paired import goal_pairings, grpo_client_count, paired_ratios
+from service.bench.paired import goal_pairings, grpo_client_count, http_pairing, paired_ratios
 from service.bench.processes import ChildServer, ProcessSet
 from service.bench.report import not_run
 from service.bench.run_meta import run_meta
@@ -146,12 +146,11 @@ def _run(
     _paretorm_http_rows(cfg, srv, traffic, s, sweep, children, say)
     vllm_target = _vllm_rows(cfg, srv, traffic, tokenizer, s, sweep, say)
     _backend_rows(cfg, srv, traffic, s, children, say)
-    paired = not_run(str(srv.vllm_reason)) if srv.vllm is None else not_run("--paired-rounds 0")
-    if srv.vllm is not None and cfg.paired_rounds:
-        say(f"paired ratios: {cfg.paired_rounds} alternating rounds of paretorm and vLLM on fresh items")
-        pairings = goal_pairings(cfg, source, tokenizer, srv.service.url, srv.vllm.url,
-                                 srv.backend and srv.backend.url)  # fmt: skip
-        paired = paired_ratios(pairings, cfg.paired_rounds, settle=children.settle)
+    budget = served.batch_tokens or runtime.batcher.batch_tokens  # plan in-process as the server does
+    in_process = inproc.InProcessTarget(
+        "in-process", loaded, runtime.batcher.backend, runtime.settings, budget
+    )
+    paired = _paired_rows(cfg, srv, source, tokenizer, in_process, children, say)
     if srv.backend is not None:
         children.stop(srv.backend)
     for engine, key in (("paretorm", f"http_{cfg.single}"), ("vllm", f"vllm_classify_{cfg.single}")):
@@ -162,6 +161,27 @@ def _run(
     meta = run_meta(cfg, tuned, loaded, traffic.chat["inproc"], traffic.grpo, runtime, cards, started,
                  srv.ready_by_s())  # fmt: skip
     return {"meta": meta, "scenarios": s, "paired": paired, "concurrency_sweep": sweep, **latency}
+
+
+def _paired_rows(
+    cfg: BenchConfig,
+    srv: _Servers,
+    source: WorkloadSource,
+    tokenizer: Any,
+    in_process: inproc.InProcessTarget,
+    children: ProcessSet,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The goal ratios as alternating rounds: HTTP against in-process always, against vLLM where it runs."""
+    if not cfg.paired_rounds:
+        return not_run("--paired-rounds 0")
+    pairings = [http_pairing(cfg, source, srv.service.url, in_process)]
+    if srv.vllm is not None:
+        pairings += goal_pairings(cfg, source, tokenizer, srv.service.url, srv.vllm.url,
+                                  srv.backend and srv.backend.url)  # fmt: skip
+    say(f"paired ratios: {cfg.paired_rounds} alternating rounds of {len(pairings)} pairings on fresh items")
+    paired = paired_ratios(pairings, cfg.paired_rounds, settle=children.settle)
+    return paired if srv.vllm is not None else {**not_run(f"against vLLM: {srv.vllm_reason}"), **paired}
 
 
 def _start_servers(
@@ -234,10 +254,11 @@ def _in_process_rows(
     say("PAMA 4096 x 19")
     s["pama_4096x19"] = inproc.pama_timing(objectives=cfg.shape.objectives)
     cards: dict[str, ModelInfo] = {}
+    runtimes: dict[str, Any] = {}
     for packed, key, target in ((True, f"in_process_{single}", "in-process"),
                                 (False, f"in_process_padded_{single}", "in-process --no-packed")):
         say(f"{target} {single}" + ("" if packed else " (transformers' padded forward)"))
-        runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, packed=packed)
+        runtime = runtimes[target] = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, packed=packed)
         cards[target] = runtime.card
         asyncio.run(runtime.warm_up())
         result = inproc.scorer_throughput(runtime, inproc.item_requests(traffic.chat["inproc"], 1), c)
@@ -250,7 +271,7 @@ def _in_process_rows(
         s[key] = _tagged(result.summary(), "in-process", traffic.grpo_clients, cfg.grpo_group)
     say("padding on long-tailed lengths")
     s["padding_long_tail"] = inproc.padding_scenario(loaded, cfg.dtype, traffic.long_tail)
-    return runtime, cards["in-process"]
+    return runtimes["in-process"], cards["in-process"]
 
 
 def _paretorm_http_rows(

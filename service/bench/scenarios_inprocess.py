@@ -125,18 +125,42 @@ def group_requests(groups: Sequence[GrpoGroup]) -> list[ScoreRequest]:
     return [ScoreRequest(groups=[ScoreGroup(prompt=g.prompt, responses=list(g.responses))]) for g in groups]
 
 
-def scorer_throughput(runtime: Runtime, requests: Sequence[ScoreRequest], concurrency: int) -> LoadResult:
-    """Closed loop over `Scorer.score`: tokenisation, batching, forward and response shaping, minus HTTP."""
+def scorer_throughput(
+    runtime: Runtime, requests: Sequence[ScoreRequest], concurrency: int, *, warm: bool = True
+) -> LoadResult:
+    """Closed loop over `Scorer.score`: tokenisation, batching, forward and response shaping, minus HTTP.
+    `warm`: first a few of the requests, untimed (a backend that has not run yet)."""
 
     async def call(request: ScoreRequest) -> int:
         outcome = await runtime.scorer.score(request)
         return len(outcome.response.results) + sum(len(g.results) for g in outcome.response.groups)
 
     async def body(rt: Runtime) -> LoadResult:
-        await _closed_loop(call, requests[: max(1, concurrency // 4)], concurrency)  # warm-up, untimed
+        if warm:
+            await _closed_loop(call, requests[: max(1, concurrency // 4)], concurrency)
         return await _closed_loop(call, requests, concurrency)
 
     return _run_with(runtime, body)
+
+
+@dataclass(frozen=True)
+class InProcessTarget:
+    """The service's scorer, batcher and backend in this process: the in-process side of a paired ratio.
+
+    Each measurement builds a fresh runtime (a batcher's loop task belongs to one event loop) around the one
+    warm, compiled backend, planned at the budget the HTTP server chose, so the two sides of the pair differ
+    by the HTTP around the model and not by two budget probes' draws."""
+
+    name: str
+    loaded: LoadedRewardModel
+    backend: ScoringBackend
+    settings: ServiceSettings
+    batch_tokens: int
+
+    def throughput(self, items: Sequence[ChatItem], concurrency: int, per_request: int) -> LoadResult:
+        runtime = build_runtime(self.settings, self.loaded, self.backend)
+        runtime.batcher.plan_at(self.batch_tokens)
+        return scorer_throughput(runtime, item_requests(items, per_request), concurrency, warm=False)
 
 
 def exactness_fp32(model_dir: Path, groups: Sequence[GrpoGroup]) -> dict[str, Any]:

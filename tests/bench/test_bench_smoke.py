@@ -80,6 +80,20 @@ def test_vllm_rows_say_why_they_did_not_run(quick_run: tuple[dict, str]) -> None
     assert result["ratios"]["http_16x1 / vllm_classify_16x1"].startswith("not run")
 
 
+def test_http_over_in_process_is_paired_without_vllm(quick_run: tuple[dict, str]) -> None:
+    """The one goal ratio that needs no vLLM runs as alternating rounds (the scorer in the bench process
+    against the server), and the vLLM pairings say why they did not."""
+    result, stdout = quick_run
+    paired = result["paired"]
+    row = paired["http_16x1 / in_process_16x1"]
+    assert row["rounds"] == 2 and row["median"] > 0, row
+    assert len(row["ours_items_per_s"]) == len(row["theirs_items_per_s"]) == 2, row
+    assert min(row["ours_items_per_s"] + row["theirs_items_per_s"]) > 0, row
+    assert paired["status"] == "not run (against vLLM: --no-vllm given)"
+    assert [name for name, value in paired.items() if isinstance(value, dict)] == ["http_16x1 / in_process_16x1"]
+    assert "http_16x1 / in_process_16x1" in stdout.split("paired ratios")[1]
+
+
 def test_ratios_exactness_padding_pama_and_latency(quick_run: tuple[dict, str]) -> None:
     result, stdout = quick_run
     ratios = result["ratios"]
