@@ -32,6 +32,8 @@ _SERVE_FLAGS: dict[str, dict[str, object]] = {
     "batch_wait_ms": {"type": float, "help": "how long to wait for more requests to batch"},
     "compile_forward": {"choices": ["auto", "on", "off"],
                         "help": "torch.compile the packed forward at start-up (auto: on CPUs, eager if it fails)"},
+    "attention_kernel": {"choices": ["auto", "sdpa", "matmul", "paged"],
+                         "help": "the packed forward's attention kernel (auto: measured at start-up)"},
     "prefix_cache_mb": {"type": float, "help": "memory for prompt states kept across batches (0 = off)"},
     "result_cache_items": {"type": int, "help": "scores kept for exact repeats of an input (0 = off)"},
     "api_keys": {"help": "comma-separated API keys; visible in `ps`: prefer PARETORM_API_KEYS or --api-keys-file"},

@@ -111,6 +111,15 @@ class ServiceSettings(BaseSettings):
         "back to the eager forward with a warning if compiling fails; `on`: on any device, a failure stops "
         "start-up; `off`: eager.",
     )
+    attention_kernel: Literal["auto", "sdpa", "matmul", "paged"] = Field(
+        default="auto",
+        description="The packed forward's attention kernel. `auto`: on CPUs the fastest of those that run "
+        "here, measured at start-up (`service/model/attention_probe.py`; a probe on cores busy with other "
+        "work, such as replicas starting beside it, can rank them differently), `sdpa` on accelerators; "
+        "`sdpa`: PyTorch's scaled_dot_product_attention over length buckets; `matmul`: materialised scores "
+        "over the same buckets; `paged`: vLLM's CPU kernel (needs the vLLM CPU build). Pin one to make "
+        "replicas and benchmarks run the same kernel.",
+    )
     prefix_cache_mb: float = Field(
         default=256.0,
         ge=0,

@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--paired-rounds", type=at_least(0), default=6,
         help="alternating rounds of paretorm and vLLM for the paired ratios (6; 0: none)",
     )
+    p.add_argument(
+        "--attention-kernel", choices=["auto", "sdpa", "matmul", "paged"], default="auto",
+        help="pin the packed forward's attention kernel in every paretorm process (auto: each measures its "
+        "own at start-up, as the service does; the children start together, so they probe on busy cores)",
+    )
     p.add_argument("--no-vllm", dest="vllm", action="store_false", help="skip vLLM (its rows say 'not run')")
     p.add_argument("--json", type=Path, help="write the full result here")
     p.add_argument("--plot", type=Path, metavar="DIR", help="write PNG charts into DIR (needs matplotlib)")
@@ -151,6 +156,7 @@ def config_from(args: argparse.Namespace) -> BenchConfig:
         vllm=args.vllm,
         seed=args.seed,
         quick=args.quick,
+        attention_kernel=args.attention_kernel,
     )
 
 

@@ -62,6 +62,7 @@ class BenchConfig:
     vllm: bool
     seed: int
     quick: bool
+    attention_kernel: str = "auto"  # pinned for every paretorm process, or each one's start-up probe
     ready_timeout_s: float = 300.0
 
     @property
@@ -146,9 +147,10 @@ def _run(
     _paretorm_http_rows(cfg, srv, traffic, s, sweep, children, say)
     vllm_target = _vllm_rows(cfg, srv, traffic, tokenizer, s, sweep, say)
     _backend_rows(cfg, srv, traffic, s, children, say)
-    budget = served.batch_tokens or runtime.batcher.batch_tokens  # plan in-process as the server does
+    kernel, budget = served.attention or "auto", served.batch_tokens or runtime.batcher.batch_tokens
+    as_served = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, attention_kernel=kernel)
     in_process = inproc.InProcessTarget(
-        "in-process", loaded, runtime.batcher.backend, runtime.settings, budget
+        "in-process", loaded, as_served.batcher.backend, as_served.settings, budget
     )
     paired = _paired_rows(cfg, srv, source, tokenizer, in_process, children, say)
     if srv.backend is not None:
@@ -190,10 +192,12 @@ def _start_servers(
     """Every child server, started at once so they load in parallel (vLLM's pair only where it can run)."""
     vllm_reason = "--no-vllm given" if not cfg.vllm else servers.vllm_missing_reason()
     service = children.add(
-        servers.paretorm_server(model_dir, cfg.dtype, share_prompts=True, logs=logs, cache_dir=work)
+        servers.paretorm_server(model_dir, cfg.dtype, share_prompts=True, logs=logs, cache_dir=work,
+                                attention_kernel=cfg.attention_kernel)
     )
     no_share = children.add(
-        servers.paretorm_server(model_dir, cfg.dtype, share_prompts=False, logs=logs, cache_dir=work)
+        servers.paretorm_server(model_dir, cfg.dtype, share_prompts=False, logs=logs, cache_dir=work,
+                                attention_kernel=cfg.attention_kernel)
     )
     naive = children.add(servers.naive_server(model_dir, cfg.dtype, logs=logs))
     vllm: ChildServer | None = None
@@ -258,14 +262,18 @@ def _in_process_rows(
     for packed, key, target in ((True, f"in_process_{single}", "in-process"),
                                 (False, f"in_process_padded_{single}", "in-process --no-packed")):
         say(f"{target} {single}" + ("" if packed else " (transformers' padded forward)"))
-        runtime = runtimes[target] = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, packed=packed)
+        runtime = runtimes[target] = inproc.make_runtime(
+            loaded, cfg.dtype, share_prompts=True, packed=packed, attention_kernel=cfg.attention_kernel
+        )
         cards[target] = runtime.card
         asyncio.run(runtime.warm_up())
         result = inproc.scorer_throughput(runtime, inproc.item_requests(traffic.chat["inproc"], 1), c)
         s[key] = _tagged(result.summary(), target, c, 1)
     say("GRPO in-process, sharing on and off")
     for share in (True, False):
-        rt = inproc.make_runtime(loaded, cfg.dtype, share_prompts=share)
+        rt = inproc.make_runtime(
+            loaded, cfg.dtype, share_prompts=share, attention_kernel=cfg.attention_kernel
+        )
         key = "grpo_in_process_shared" if share else "grpo_in_process_unshared"
         result = inproc.scorer_throughput(rt, inproc.group_requests(traffic.grpo), traffic.grpo_clients)
         s[key] = _tagged(result.summary(), "in-process", traffic.grpo_clients, cfg.grpo_group)

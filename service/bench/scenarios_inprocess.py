@@ -68,11 +68,15 @@ def make_runtime(
     *,
     share_prompts: bool,
     packed: bool = True,
+    attention_kernel: str = "auto",
     wrap: Callable[[ScoringBackend], ScoringBackend] | None = None,
 ) -> Runtime:
-    settings = ServiceSettings(dtype=dtype, share_prompts=share_prompts, packed=packed)  # type: ignore[arg-type]
+    settings = ServiceSettings(  # type: ignore[arg-type]
+        dtype=dtype, share_prompts=share_prompts, packed=packed, attention_kernel=attention_kernel
+    )
     transformers = TransformersBackend(
-        loaded.model, share_prompts=share_prompts, packed=packed, compile_layers=settings.compile_wanted
+        loaded.model, share_prompts=share_prompts, packed=packed, compile_layers=settings.compile_wanted,
+        attention_kernel=None if attention_kernel == "auto" else attention_kernel,
     )
     compile_ahead(transformers, settings)  # as the service does, so HTTP / in-process compares like with like
     backend: ScoringBackend = transformers
@@ -148,8 +152,9 @@ class InProcessTarget:
     """The service's scorer, batcher and backend in this process: the in-process side of a paired ratio.
 
     Each measurement builds a fresh runtime (a batcher's loop task belongs to one event loop) around the one
-    warm, compiled backend, planned at the budget the HTTP server chose, so the two sides of the pair differ
-    by the HTTP around the model and not by two budget probes' draws."""
+    warm, compiled backend. Built with the HTTP server's attention kernel and planned at its batch budget,
+    the two sides of the pair differ by the HTTP around the model, not by two start-up probes' draws (on 2
+    busy cores the kernel probe has picked `paged` in the server and `matmul` in the bench process)."""
 
     name: str
     loaded: LoadedRewardModel

@@ -65,7 +65,8 @@ def paretorm_vllm_backend_server(model_dir: Path, dtype: str, *, logs: Path, cac
 
 
 def paretorm_server(
-    model_dir: Path, dtype: str, *, share_prompts: bool, logs: Path, cache_dir: Path, name: str | None = None
+    model_dir: Path, dtype: str, *, share_prompts: bool, logs: Path, cache_dir: Path, name: str | None = None,
+    attention_kernel: str = "auto",
 ) -> ChildServer:
     port = free_port()
     command = [
@@ -86,6 +87,8 @@ def paretorm_server(
     ]
     if not share_prompts:
         command.append("--no-share-prompts")
+    if attention_kernel != "auto":
+        command += ["--attention-kernel", attention_kernel]
     name = name or ("paretorm" if share_prompts else "paretorm-no-share")
     env = own_server_env()
     return ChildServer(

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from transformers.models.llama.modeling_llama import rotate_half
 
-from .attention_plans import AttentionPlan, AttentionShape, plan_forward, run_attention
+from .attention_plans import AttentionPlan, AttentionShape, kernels_here, plan_forward, run_attention
 from .attention_probe import choose_kernel
 from .packed_attention import AttentionSequence
 
@@ -130,6 +130,15 @@ class PackedDecoder:
             kv_heads=int(config.num_key_value_heads or config.num_attention_heads),
             head_dim=int(backbone.layers[0].self_attn.head_dim),
         )
+        if attention_kernel is not None:
+            weight = backbone.embed_tokens.weight
+            runnable = kernels_here(weight.device, head_dim=self._shape.head_dim, dtype=weight.dtype)
+            if attention_kernel not in runnable:
+                raise ValueError(
+                    f"attention kernel {attention_kernel!r} cannot run here ({weight.device}, head_dim "
+                    f"{self._shape.head_dim}, {weight.dtype}); these can: {', '.join(runnable)}, or leave "
+                    "the choice to the start-up probe (auto)"
+                )
         self._attention_kernel = attention_kernel
         self._stages: tuple[Any, ...] = _EAGER_STAGES
         if compile_layers:

@@ -227,3 +227,20 @@ def test_paired_rounds_alternate_and_cancel_a_drifting_host() -> None:
     assert result["median"] == pytest.approx(1.2, rel=1e-3)
     assert result["min"] == pytest.approx(1.2 * 0.9, rel=1e-3) and result["max"] == pytest.approx(1.2 / 0.9, rel=1e-3)
     assert len(result["ours_items_per_s"]) == len(result["theirs_items_per_s"]) == 6
+
+
+def test_a_pinned_attention_kernel_reaches_every_paretorm_child(tmp_path: Path) -> None:
+    """`paretorm bench --attention-kernel K`: the servers start with it; `auto` leaves their probes to choose."""
+    from service.bench.cli import build_parser, config_from
+    from service.bench.servers import paretorm_server
+
+    cfg = config_from(build_parser().parse_args(["--quick", "--attention-kernel", "sdpa"]))
+    assert cfg.attention_kernel == "sdpa"
+    for share in (True, False):
+        pinned = paretorm_server(tmp_path, "float32", share_prompts=share, logs=tmp_path, cache_dir=tmp_path,
+                                 attention_kernel=cfg.attention_kernel)  # fmt: skip
+        flag = pinned.command.index("--attention-kernel")
+        assert pinned.command[flag + 1] == "sdpa"
+    probed = paretorm_server(tmp_path, "float32", share_prompts=True, logs=tmp_path, cache_dir=tmp_path)
+    assert "--attention-kernel" not in probed.command
+    assert config_from(build_parser().parse_args(["--quick"])).attention_kernel == "auto"
