@@ -93,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--attention-kernel", choices=["auto", "sdpa", "matmul", "paged"], default="auto",
-        help="pin the packed forward's attention kernel in every paretorm process (auto: each measures its "
-        "own at start-up, as the service does; the children start together, so they probe on busy cores)",
+        help="the packed forward's attention kernel in every paretorm process (auto: the service's start-up "
+        "probe, run once by the bench before any server starts, then pinned: started together, the servers "
+        "would each probe on cores busy with the others' loading)",
     )
     p.add_argument("--no-vllm", dest="vllm", action="store_false", help="skip vLLM (its rows say 'not run')")
     p.add_argument("--json", type=Path, help="write the full result here")

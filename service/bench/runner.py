@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,7 @@ class BenchConfig:
     vllm: bool
     seed: int
     quick: bool
-    attention_kernel: str = "auto"  # pinned for every paretorm process, or each one's start-up probe
+    attention_kernel: str = "auto"  # pinned in every paretorm process; auto: probed once before they start
     ready_timeout_s: float = 300.0
 
     @property
@@ -130,6 +130,7 @@ def _run(
 ) -> dict[str, Any]:
     say(f"building the bench model: {cfg.shape.describe()}")
     model_dir = build_bench_model(work / "armorm", cfg.shape, cfg.seed)
+    cfg = _with_quiet_kernel(cfg, say)
     srv = _start_servers(cfg, model_dir, work, logs, children)
     say("loading the in-process model and generating traffic")
     loaded = inproc.load_model(model_dir, cfg.dtype)
@@ -163,6 +164,24 @@ def _run(
     meta = run_meta(cfg, tuned, loaded, traffic.chat["inproc"], traffic.grpo, runtime, cards, started,
                  srv.ready_by_s())  # fmt: skip
     return {"meta": meta, "scenarios": s, "paired": paired, "concurrency_sweep": sweep, **latency}
+
+
+def _with_quiet_kernel(cfg: BenchConfig, say: Callable[[str], None]) -> BenchConfig:
+    """`--attention-kernel auto`: the kernel probe run once here, before any server starts, and its choice
+    pinned in every paretorm process. The children start together, so each one's own probe would time the
+    kernels on cores busy with the others' loading, and there the ranking flips (2-core AVX2 EPYC, fp32:
+    `sdpa` 19-21 ms quiet against `paged` 25-27; `paged` 46-47 against `sdpa` 60-67 beside two busy
+    processes): one run's server took `paged` and its bench process `matmul`."""
+    if cfg.attention_kernel != "auto":
+        return cfg
+    import torch
+
+    from service.model.attention_probe import choose_kernel
+
+    shape, dtype = cfg.shape, getattr(torch, cfg.dtype)  # "float32" or "bfloat16", resolved by the CLI
+    kernel = choose_kernel(torch.device("cpu"), dtype, shape.heads, shape.heads, shape.hidden // shape.heads)
+    say(f"attention kernel {kernel}: probed here before any server started, pinned in every paretorm process")
+    return replace(cfg, attention_kernel=kernel)
 
 
 def _paired_rows(

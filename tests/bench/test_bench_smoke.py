@@ -121,8 +121,12 @@ def test_ratios_exactness_padding_pama_and_latency(quick_run: tuple[dict, str]) 
     assert [row["concurrency"] for row in result["concurrency_sweep"]["paretorm"]] == [4, 16]
     assert result["meta"]["workload"]["grpo_shared_prompt_tokens"] == 428
     assert result["meta"]["service_env"]["MALLOC_MMAP_THRESHOLD_"] == "33554432"
+    forward = result["meta"]["forward"]
     for side in ("server", "in_process"):  # which forward and attention kernel each chose on this machine
-        assert result["meta"]["forward"][side]["attention"] in kernels_here(torch.device("cpu")), side
+        assert forward[side]["attention"] in kernels_here(torch.device("cpu")), side
+    # probed once by the bench before the servers started, and pinned in both
+    assert forward["server"]["attention"] == forward["in_process"]["attention"] == result["meta"]["config"][
+        "attention_kernel"]
     assert "ratios" in stdout and "http_16x1 / naive_16x1" in stdout
     assert "latency at the same offered rates for both engines" in stdout
     beside = result["latency_beside_batches"]
