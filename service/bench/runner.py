@@ -148,12 +148,8 @@ def _run(
     _paretorm_http_rows(cfg, srv, traffic, s, sweep, children, say)
     vllm_target = _vllm_rows(cfg, srv, traffic, tokenizer, s, sweep, say)
     _backend_rows(cfg, srv, traffic, s, children, say)
-    kernel, budget = served.attention or "auto", served.batch_tokens or runtime.batcher.batch_tokens
-    as_served = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, attention_kernel=kernel)
-    in_process = inproc.InProcessTarget(
-        "in-process", loaded, as_served.batcher.backend, as_served.settings, budget
-    )
-    paired = _paired_rows(cfg, srv, source, tokenizer, in_process, children, say)
+    budget = served.batch_tokens or runtime.batcher.batch_tokens
+    paired = _paired_rows(cfg, srv, source, loaded, (served.attention or "auto", budget), children, say)
     if srv.backend is not None:
         children.stop(srv.backend)
     for engine, key in (("paretorm", f"http_{cfg.single}"), ("vllm", f"vllm_classify_{cfg.single}")):
@@ -188,17 +184,22 @@ def _paired_rows(
     cfg: BenchConfig,
     srv: _Servers,
     source: WorkloadSource,
-    tokenizer: Any,
-    in_process: inproc.InProcessTarget,
+    loaded: Any,
+    served_as: tuple[str, int],
     children: ProcessSet,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """The goal ratios as alternating rounds: HTTP against in-process always, against vLLM where it runs."""
+    """The goal ratios as alternating rounds: HTTP against in-process always (the in-process side with the
+    server's attention kernel and batch budget, `served_as`), against vLLM where it runs."""
     if not cfg.paired_rounds:
         return not_run("--paired-rounds 0")
+    kernel, budget = served_as
+    runtime = inproc.make_runtime(loaded, cfg.dtype, share_prompts=True, attention_kernel=kernel)
+    backend = runtime.batcher.backend
+    in_process = inproc.InProcessTarget("in-process", loaded, backend, runtime.settings, budget)
     pairings = [http_pairing(cfg, source, srv.service.url, in_process)]
     if srv.vllm is not None:
-        pairings += goal_pairings(cfg, source, tokenizer, srv.service.url, srv.vllm.url,
+        pairings += goal_pairings(cfg, source, loaded.tokenizer, srv.service.url, srv.vllm.url,
                                   srv.backend and srv.backend.url)  # fmt: skip
     say(f"paired ratios: {cfg.paired_rounds} alternating rounds of {len(pairings)} pairings on fresh items")
     paired = paired_ratios(pairings, cfg.paired_rounds, settle=children.settle)

@@ -71,8 +71,8 @@ def make_runtime(
     attention_kernel: str = "auto",
     wrap: Callable[[ScoringBackend], ScoringBackend] | None = None,
 ) -> Runtime:
-    settings = ServiceSettings(  # type: ignore[arg-type]
-        dtype=dtype, share_prompts=share_prompts, packed=packed, attention_kernel=attention_kernel
+    settings = ServiceSettings(
+        dtype=dtype, share_prompts=share_prompts, packed=packed, attention_kernel=attention_kernel  # type: ignore[arg-type]
     )
     transformers = TransformersBackend(
         loaded.model, share_prompts=share_prompts, packed=packed, compile_layers=settings.compile_wanted,
