@@ -152,7 +152,7 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
         prefix_cache_bytes=int(settings.prefix_cache_mb * 2**20),
         packed=settings.packed,
         compile_layers=settings.compile_wanted,
-        attention_kernel=None if settings.attention_kernel == "auto" else settings.attention_kernel,
+        attention_kernel=settings.pinned_attention_kernel,
     )
     compile_ahead(backend, settings)
     logger.info("transformers backend: %s forward, %s attention", backend.forward, backend.attention_kernel)

@@ -163,6 +163,11 @@ class ServiceSettings(BaseSettings):
             return self.device.split(":")[0] == "cpu"
         return self.compile_forward == "on"
 
+    @property
+    def pinned_attention_kernel(self) -> str | None:
+        """The kernel the packed forward must use, or None under `auto` (the start-up probe decides)."""
+        return None if self.attention_kernel == "auto" else self.attention_kernel
+
     @field_validator("model")
     @classmethod
     def _model_dir_exists(cls, value: Path | None) -> Path | None:
