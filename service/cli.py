@@ -58,6 +58,9 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
                         action=argparse.BooleanOptionalAction, default=None,
                         help="measure the forward budget at start-up (default on; off: plan at "
                         "--max-batch-tokens)")
+    parser.add_argument("--thread-tuning", dest="thread_tuning", action=argparse.BooleanOptionalAction,
+                        default=None, help="on CPUs, run each forward on N or N-1 torch threads, whichever "
+                        "measured faster lately (default off)")
     parser.add_argument("--engine-process", dest="engine_process", action=argparse.BooleanOptionalAction,
                         default=None, help="run the model in a child process with its own interpreter lock")
     parser.set_defaults(run=_run_serve)

@@ -153,9 +153,11 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
         packed=settings.packed,
         compile_layers=settings.compile_wanted,
         attention_kernel=settings.pinned_attention_kernel,
+        thread_tuning=settings.thread_tuning,
     )
     compile_ahead(backend, settings)
-    logger.info("transformers backend: %s forward, %s attention", backend.forward, backend.attention_kernel)
+    logger.info("transformers backend: %s forward, %s attention, threads %s", backend.forward,
+                backend.attention_kernel, backend.threads)
     return backend
 
 

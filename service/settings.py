@@ -103,6 +103,15 @@ class ServiceSettings(BaseSettings):
         "Python dispatch (small models, fast accelerators); on 2 CPU cores a GEMM-bound model gained nothing. "
         "Off: the model thread of the service's own process.",
     )
+    thread_tuning: bool = Field(
+        default=False,
+        description="On CPUs, run each forward on all of torch's threads or one fewer, whichever measured "
+        "faster per token lately (`service/engine/thread_tuning.py`): a team as wide as the machine waits "
+        "for whichever thread another process preempts. Pays for small, dispatch-bound models on shared "
+        "hosts (the tests' tiny model beside a busy process: 1.3-1.8x); a GEMM-bound model keeps all "
+        "threads and only pays for the probes, so off by default (always all threads: OMP_NUM_THREADS / "
+        "torch's default).",
+    )
     compile_forward: Literal["auto", "on", "off"] = Field(
         default="auto",
         description="torch.compile of the packed forward's token-wise work (norms, projections, rotary, MLP; "

@@ -76,7 +76,7 @@ def make_runtime(
     )
     transformers = TransformersBackend(
         loaded.model, share_prompts=share_prompts, packed=packed, compile_layers=settings.compile_wanted,
-        attention_kernel=settings.pinned_attention_kernel,
+        attention_kernel=settings.pinned_attention_kernel, thread_tuning=settings.thread_tuning,
     )
     compile_ahead(transformers, settings)  # as the service does, so HTTP / in-process compares like with like
     backend: ScoringBackend = transformers

@@ -27,6 +27,7 @@ from service.engine.lru import PrefixState, PrefixStateCache
 from service.engine.outputs import pack_output, rows_from_stacked
 from service.engine.packing import build_layout
 from service.engine.planning import as_batch
+from service.engine.thread_tuning import ThreadWidthTuner
 from service.engine.types import Batch, EncodedConversation, ScoreRows, ScoringBackend
 from service.model.packed_decoder import PackedDecoder, unsupported_reason
 
@@ -48,9 +49,12 @@ class TransformersBackend:
         row_multiple: int = 64,
         compile_layers: bool = False,
         compile_backend: Any = "inductor",
+        thread_tuning: bool = False,
     ) -> None:
         """`attention_kernel`: None lets the decoder measure (`attention_probe`); `row_multiple`: see `packing`;
-        `compile_layers`, `compile_backend`: see `PackedDecoder` (ignored on the padded path)."""
+        `compile_layers`, `compile_backend`: see `PackedDecoder` (ignored on the padded path);
+        `thread_tuning`: on a CPU with 2 or more torch threads, run each forward on all of them or one
+        fewer, whichever measured faster lately (`service/engine/thread_tuning.py`)."""
         self._model = model
         self._row_multiple = row_multiple
         self._device = torch.device(device)
@@ -66,6 +70,9 @@ class TransformersBackend:
             else None
         )
         self.packed = self._decoder is not None
+        threads = torch.get_num_threads()
+        tuned = thread_tuning and self._device.type == "cpu" and threads > 1
+        self._threads = ThreadWidthTuner(threads) if tuned else None
 
     @property
     def forward(self) -> str:
@@ -77,6 +84,14 @@ class TransformersBackend:
         return f"padded ({unsupported_reason(self._model.model) or 'packing turned off with --no-packed'})"
 
     @property
+    def threads(self) -> str:
+        """`N or N-1, measured per forward` or the fixed torch thread count: for the start-up log."""
+        if self._threads is None:
+            return f"{torch.get_num_threads()} (fixed)" if self._device.type == "cpu" else "n/a (accelerator)"
+        wide, narrow = self._threads.widths
+        return f"{wide} or {narrow}, measured per forward"
+
+    @property
     def attention_kernel(self) -> str | None:
         """The packed forward's attention kernel (measured by the probe on first use); None when padded."""
         if self._decoder is None:
@@ -85,17 +100,24 @@ class TransformersBackend:
 
     def compile_now(self) -> None:
         """Compile the packed forward ahead of traffic (see `PackedDecoder.compile_now`); a no-op when it is
-        not compiled. Raises what compiling raised, having gone back to the eager forward."""
-        if self._decoder is not None:
+        not compiled; with thread tuning, at both widths (compiled code is guarded on the thread count).
+        Raises what compiling raised, having gone back to the eager forward."""
+        if self._decoder is None:
+            return
+        if self._threads is None:
             self._decoder.compile_now()
+        else:
+            self._threads.at_each_width(self._decoder.compile_now)
 
     @torch.inference_mode()
     def run(self, batch: Batch | Sequence[EncodedConversation]) -> ScoreRows:
         """Score a planned `Batch` as planned (the batcher's path); a plain list is planned whole here."""
         planned = as_batch(batch, self._share_prompts)
-        if self._decoder is not None:
-            return self._run_packed(planned)
-        return self._run_unpacked(planned)
+        forward = self._run_packed if self._decoder is not None else self._run_unpacked
+        if self._threads is None:
+            return forward(planned)
+        tokens = sum(conversation.num_tokens for conversation in planned.conversations)
+        return self._threads.run(tokens, lambda: forward(planned))
 
     def _run_unpacked(self, planned: Batch) -> ScoreRows:
         batch = planned.conversations

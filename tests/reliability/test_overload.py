@@ -114,7 +114,6 @@ def test_burst_at_ten_times_capacity(service: ServiceProcess, summary: Summary) 
     row = SuiteRow(f"overload: 10x capacity for {BURST_S:.0f} s")
     summary.rows.append(row)
     cap_rps, base = capacity(service.port)
-    cap = cap_rps * ITEMS
     threshold = max(2 * base, base + 0.025)
     rate = BURST_FACTOR * cap_rps
     payloads = requests(int(rate * BURST_S) + LOAD_PROCESSES, "burst")  # all distinct
@@ -124,12 +123,16 @@ def test_burst_at_ten_times_capacity(service: ServiceProcess, summary: Summary) 
         time.sleep(max(0.0, started + BURST_S - time.monotonic()))
         recovered = asyncio.run(recovery_s(service.url, started + BURST_S, threshold))
         result = load.collect()
+    after_rps, _ = capacity(service.port)  # bracketed: a shared host's speed drifts over a minute (+-15 %)
+    cap = (cap_rps + after_rps) / 2 * ITEMS
     statuses = judge_shots(result, row)
     window = [s for s in result.shots if s.status == 200 and 2 <= s.finished_s <= BURST_S]
     admitted = len(window) * ITEMS / max(BURST_S - 2, 1e-6)
     row.max_rss_mb = peak_rss_mb(service.process.pid)  # type: ignore[union-attr]
     lag_ms = result.send_lag_s(0.99) * 1000
-    row.note = (f"capacity {cap:.0f} items/s ({cap_rps:.1f} req/s of {ITEMS}, p50 {base * 1000:.0f} ms); "
+    row.note = (f"capacity {cap:.0f} items/s (mean of {cap_rps * ITEMS:.0f} before and "
+                f"{after_rps * ITEMS:.0f} after; {cap_rps:.1f} req/s of {ITEMS} before, "
+                f"p50 {base * 1000:.0f} ms); "
                 f"offered {rate:.0f} req/s, sent {result.sent_per_s:.0f} req/s (send lag p99 {lag_ms:.0f} "
                 "ms, "
                 f"{LOAD_PROCESSES} load processes, {result.connections_opened} connections); answers "
