@@ -2,7 +2,7 @@
 
 Why not a fixed count: on a shared host the forward's cores are also another process's. An OpenMP team as
 wide as the machine then waits at every barrier for the member the scheduler preempted. On a 2-core AMD
-EPYC (AVX2, fp32), the tiny test model's 64 x 40-token batch: quiet, 2 threads ran 1.2-1.3x faster than
+EPYC (AVX2, fp32), the tiny test model's 64 x 40-token batch: quiet, 2 threads ran 1.1-1.3x faster than
 one; beside a process busy 60 % of a core one thread ran 1.7x faster, beside a whole busy core 1.4-1.6x.
 The bench model's GEMM-bound 8 x 336-token forward kept 2 threads as the faster in every probe, quiet or
 not. Contention comes and goes, so the width is measured while serving (`--thread-tuning`, off by default:
@@ -79,11 +79,13 @@ class ThreadWidthTuner:
     def at_each_width(self, work: Callable[[], None]) -> None:
         """`work()` once at each width, then the current one again: compiled code is guarded on torch's thread
         count, so `torch.compile` ahead of traffic must see both."""
-        for width in self.widths:
-            self._set_threads(width)
-            work()
-        self._set_threads(self._current)
-        self._applied = self._current
+        try:
+            for width in self.widths:
+                self._set_threads(width)
+                work()
+        finally:  # a failed compile (the caller may go on eagerly) leaves the current width set, too
+            self._set_threads(self._current)
+            self._applied = self._current
 
     def run(self, tokens: int, forward: Callable[[], _Result]) -> _Result:
         """`forward()` at the width chosen for a batch of `tokens`, timed and recorded."""

@@ -111,6 +111,19 @@ def test_compiling_ahead_runs_the_work_at_each_width_then_returns_to_the_current
     assert seen == [2, 1] and cores.width == 2
 
 
+def test_a_failed_compile_still_leaves_the_current_width_set() -> None:
+    cores = FakeCores(wide=1.0, narrow=1.25)
+    tuner = tuner_on(cores)
+
+    def failing() -> None:
+        if cores.width == 1:
+            raise RuntimeError("no working C++ compiler")
+
+    with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
+        tuner.at_each_width(failing)
+    assert cores.width == 2
+
+
 def test_one_thread_leaves_nothing_to_choose() -> None:
     with pytest.raises(ValueError, match="at least 2 threads"):
         ThreadWidthTuner(1, set_threads=lambda width: None)
