@@ -105,12 +105,12 @@ class ServiceSettings(BaseSettings):
     )
     thread_tuning: bool = Field(
         default=False,
-        description="On CPUs (transformers backend), run each forward on all of torch's threads or one fewer, "
-        "whichever measured faster per token lately (`service/engine/thread_tuning.py`): a team as wide as "
-        "the machine waits for whichever thread another process preempts. Pays for small, dispatch-bound "
-        "models on shared hosts (the tests' tiny model beside a busy process: 1.3-1.8x); a GEMM-bound model "
-        "keeps all threads and only pays for the probes, so off by default (always all threads: "
-        "OMP_NUM_THREADS / torch's default).",
+        description="On CPUs (transformers backend), run each forward on all of torch's threads or one "
+        "fewer, whichever measured faster per token lately (`service/engine/thread_tuning.py`): a team as "
+        "wide as the machine waits for whichever thread another process preempts. Pays for small, "
+        "dispatch-bound models on shared hosts (the tests' tiny model beside a busy process: 1.3-1.8x); a "
+        "GEMM-bound model keeps all threads and only pays for the probes, so off by default (always all "
+        "threads: OMP_NUM_THREADS / torch's default).",
     )
     compile_forward: Literal["auto", "on", "off"] = Field(
         default="auto",

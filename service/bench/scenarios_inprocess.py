@@ -30,7 +30,7 @@ from service.engine.transformers_backend import TransformersBackend
 from service.engine.types import Batch, EncodedConversation, ScoreRows, ScoringBackend
 from service.model.loading import LoadedRewardModel, load_reward_model
 from service.objectives.pama import pama_combine
-from service.runtime import Runtime, build_runtime, compile_ahead
+from service.runtime import Runtime, build_backend, build_runtime
 from service.scoring.encoding import ChatEncoder, EncodingPolicy
 from service.settings import ServiceSettings
 
@@ -71,15 +71,13 @@ def make_runtime(
     attention_kernel: str = "auto",
     wrap: Callable[[ScoringBackend], ScoringBackend] | None = None,
 ) -> Runtime:
-    settings = ServiceSettings(
-        dtype=dtype, share_prompts=share_prompts, packed=packed, attention_kernel=attention_kernel  # type: ignore[arg-type]
+    """The service's runtime around `loaded`, in this process: its backend built by the service's own
+    `build_backend` (compiled ahead, the same kernel and thread settings), on the CPU, no prefix cache."""
+    settings = ServiceSettings(  # type: ignore[arg-type]
+        dtype=dtype, share_prompts=share_prompts, packed=packed, attention_kernel=attention_kernel,
+        device="cpu", backend="transformers", engine_process=False, prefix_cache_mb=0,
     )
-    transformers = TransformersBackend(
-        loaded.model, share_prompts=share_prompts, packed=packed, compile_layers=settings.compile_wanted,
-        attention_kernel=settings.pinned_attention_kernel, thread_tuning=settings.thread_tuning,
-    )
-    compile_ahead(transformers, settings)  # as the service does, so HTTP / in-process compares like with like
-    backend: ScoringBackend = transformers
+    backend = build_backend(settings, loaded)
     return build_runtime(settings, loaded, wrap(backend) if wrap else backend)
 
 
