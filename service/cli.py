@@ -29,6 +29,8 @@ _SERVE_FLAGS: dict[str, dict[str, object]] = {
     "max_queue_tokens": {"type": int, "help": "tokens allowed to wait; beyond: 429"},
     "max_concurrent_requests": {"type": int, "help": "scoring requests handled at once; beyond: 429 before the "
                                 "body is read (default 512, or 4 x max batch items if more)"},
+    "torch_threads": {"type": int, "help": "torch threads for the forwards (default: OMP_NUM_THREADS, else "
+                      "one per core capped by the container's CPU quota)"},
     "batch_wait_ms": {"type": float, "help": "how long to wait for more requests to batch"},
     "compile_forward": {"choices": ["auto", "on", "off"],
                         "help": "torch.compile the packed forward at start-up (auto: on CPUs, eager if it fails)"},

@@ -145,6 +145,9 @@ def build_backend(settings: ServiceSettings, loaded: Any) -> ScoringBackend:
         from service.engine.vllm_backend import VllmBackend
 
         return VllmBackend.from_loaded(loaded, settings)
+    from service.cpu_budget import apply_torch_threads
+
+    logger.info("torch threads: %s", apply_torch_threads(settings.torch_threads))
     backend = TransformersBackend(
         loaded.model,
         device=settings.device,

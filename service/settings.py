@@ -103,6 +103,14 @@ class ServiceSettings(BaseSettings):
         "Python dispatch (small models, fast accelerators); on 2 CPU cores a GEMM-bound model gained nothing. "
         "Off: the model thread of the service's own process.",
     )
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch's intra-op threads for the model's forwards. Unset: OMP_NUM_THREADS when set, "
+        "else torch's default (one per core) capped by the cgroup CPU quota (a Kubernetes limits.cpu or "
+        "docker --cpus, rounded up; `service/cpu_budget.py`), so that a container does not start a thread "
+        "per node core and spend its quota early in every period. Logged at start-up.",
+    )
     thread_tuning: bool = Field(
         default=False,
         description="On CPUs (transformers backend), run each forward on all of torch's threads or one "

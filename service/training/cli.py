@@ -85,6 +85,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--lora-dropout", type=float, default=0.0, help="keep 0 for exact old log-probs (dropout changes them)")
     add("--lora-targets", type=lambda s: tuple(n for n in s.split(",") if n), default=("all-linear",),
         help="modules the adapter wraps, comma-separated (default all-linear: every linear layer but the LM head)")
+    add("--torch-threads", type=int, help="torch threads (default: OMP_NUM_THREADS, else one per core capped "
+        "by the container's CPU quota)")
     add("--fsdp", action="store_true",
         help="under torchrun: shard the policy over the ranks (FSDP2) instead of replicating it (DDP)")
 

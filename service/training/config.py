@@ -84,6 +84,8 @@ class RunConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("all-linear",)
+    torch_threads: int | None = None
+    """torch's intra-op threads; None: OMP_NUM_THREADS, else one per core capped by the cgroup CPU quota."""
     fsdp: bool = False
     """Shard the policy over torchrun's ranks with FSDP2 instead of replicating it with DDP."""
 
@@ -103,6 +105,9 @@ class RunConfig:
             _positive(name, getattr(self, name), allow_zero=True)
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"--top-p must be in (0, 1] (got {self.top_p})")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ConfigError(f"--torch-threads must be >= 1 (got {self.torch_threads}); leave it unset for "
+                              "one per core capped by the CPU quota")
         if self.save_every < 0 or self.warmup_steps < 0 or self.eval_samples < 0:
             raise ConfigError("--save-every, --warmup-steps and --eval-samples must be >= 0")
         if self.rollout_tensor_parallel_size > 1 and not self.device.startswith("cuda"):

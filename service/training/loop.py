@@ -100,6 +100,7 @@ class TrainerBase:
             run.rollout, self.policy, dtype=run.rollout_dtype, seed=run.seed + self.world.rank,
             max_model_len=run.max_prompt_tokens + run.max_new_tokens + 8, sync_dir=run.out / ".rollout-weights",
             tensor_parallel_size=run.rollout_tensor_parallel_size, sharded_policy=self.world.fsdp,
+            torch_threads=run.torch_threads,
         )  # fmt: skip
         engine.sync(self.policy)  # start and resume alike: the engine must sample from these weights
         return engine

@@ -95,7 +95,8 @@ class ModpoSweep:
         engine = build_rollout(run.rollout, policy, dtype=run.rollout_dtype, seed=run.seed + self.world.rank,
                                max_model_len=run.max_prompt_tokens + run.max_new_tokens + 8,
                                sync_dir=run.out / ".rollout-weights",
-                               tensor_parallel_size=run.rollout_tensor_parallel_size)  # fmt: skip
+                               tensor_parallel_size=run.rollout_tensor_parallel_size,
+                               torch_threads=run.torch_threads)  # fmt: skip
         rows = self.world.shard(self.eval_rows())
         n, greedy = max(run.eval_samples, 1), run.eval_samples == 0
         sampling = Sampling(run.max_new_tokens, run.temperature, run.top_p, greedy)

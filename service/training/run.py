@@ -6,13 +6,17 @@ outage longer than ``--outage-timeout-s``) ends with exit status 2 and one line 
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
+from service.cpu_budget import apply_torch_threads
 from service.training.config import ConfigError, RunConfig
 from service.training.distributed import close_world, init_world
 from service.training.loop import TrainerBase
 from service.training.rewards import RewardStop
+
+logger = logging.getLogger(__name__)
 
 
 def build_trainer(algorithm: str, run: RunConfig, cfg: Any, world: Any) -> TrainerBase:
@@ -40,6 +44,7 @@ def build_trainer(algorithm: str, run: RunConfig, cfg: Any, world: Any) -> Train
 
 
 def run_training(algorithm: str, run: RunConfig, cfg: Any) -> int:
+    logger.info("torch threads: %s", apply_torch_threads(run.torch_threads))
     world = init_world(run.device, fsdp=run.fsdp)
     try:
         final = build_trainer(algorithm, run, cfg, world).train()
