@@ -53,13 +53,47 @@ class PackedLayout:
     computed_tokens: int
 
 
-class _Builder:
-    def __init__(self) -> None:
+def build_layout(
+    batch: Sequence[EncodedConversation],
+    units: Sequence[Unit],
+    prefix_cache: PrefixStateCache | None,
+    *,
+    plan_attention: AttentionPlanner,
+    device: torch.device,
+    row_multiple: int = 1,
+) -> PackedLayout:
+    builder = _LayoutBuilder(batch, prefix_cache)
+    for unit in units:
+        first = batch[unit.members[0]]
+        key = first.prefix_key() if unit.prefix_len else None
+        state = prefix_cache.get(key) if prefix_cache is not None and key is not None else None
+        if state is None and not unit.shared:
+            builder.add_plain(unit.members[0])
+        else:
+            builder.add_shared_prompt(unit, key, state)
+    computed = builder.pad(row_multiple)
+    builder.attend_cached_prompts()
+    attention, readout_attention = plan_attention(builder.sequences, builder.readout_sequences())
+    return builder.finish(attention, readout_attention, computed, device)
+
+
+class _LayoutBuilder:
+    """The computed rows, attention sequences and readouts of one layout, added unit by unit."""
+
+    def __init__(self, batch: Sequence[EncodedConversation], prefix_cache: PrefixStateCache | None) -> None:
+        self.batch, self.prefix_cache = batch, prefix_cache
         self.tokens: list[int] = []
         self.positions: list[int] = []
         self.readouts: list[int] = []  # computed rows, in readout order, each once
         self.readout_of: dict[int, int] = {}  # computed row -> its position in `readouts`
         self.sequences: list[AttentionSequence] = []
+        self.reward: list[int] = [-1] * len(batch)  # per item: its reward state's readout
+        self.gates: list[GateSource] = [GateSource()] * len(batch)
+        self.cached_states: list[PrefixState] = []
+        self.keep: list[tuple[tuple[int, ...], list[int], int]] = []  # (key, computed rows, gate readout)
+        # Sequences whose keys live in cached prompts, finished once the pool offsets are known:
+        # (cached index, branch rows, positions)
+        self.pending_cached: list[tuple[int, list[int], list[int]]] = []
 
     def add_rows(self, tokens: Sequence[int], first_position: int) -> list[int]:
         start = len(self.tokens)
@@ -73,117 +107,100 @@ class _Builder:
             self.readouts.append(row)
         return self.readout_of[row]
 
+    def add_plain(self, index: int) -> None:
+        """One conversation, all its tokens as one causal sequence; its prompt kept when worth it."""
+        conversation = self.batch[index]
+        rows = self.add_rows(conversation.input_ids, 0)
+        positions = list(range(conversation.num_tokens))
+        self.sequences.append(AttentionSequence(rows, positions, rows, positions))
+        self.reward[index] = self.readout(rows[-1])
+        gate_row = rows[conversation.gate_index] if conversation.gate_index >= 0 else rows[-1]
+        self.gates[index] = GateSource(readout=self.readout(gate_row))
+        key = conversation.prefix_key()
+        gate_in_prompt = 0 <= conversation.gate_index < conversation.prefix_len
+        if self.prefix_cache is not None and key is not None and gate_in_prompt:
+            self.keep.append((key, rows[: conversation.prefix_len], self.gates[index].readout))
 
-def build_layout(
-    batch: Sequence[EncodedConversation],
-    units: Sequence[Unit],
-    prefix_cache: PrefixStateCache | None,
-    *,
-    plan_attention: AttentionPlanner,
-    device: torch.device,
-    row_multiple: int = 1,
-) -> PackedLayout:
-    builder = _Builder()
-    reward: list[int] = [-1] * len(batch)
-    gates: list[GateSource] = [GateSource()] * len(batch)
-    cached_states: list[PrefixState] = []
-    cached_rows: list[tuple[int, int]] = []  # per cached prompt: (first row in the key pool, prompt length)
-    keep: list[tuple[tuple[int, ...], list[int], int]] = []  # (key, computed rows, gate readout)
-    # Sequences whose keys live in cached prompts are finished once the pool offsets are known.
-    pending_cached: list[tuple[int, list[int], list[int]]] = []  # (cached index, branch rows, positions)
-
-    for unit in units:
-        first = batch[unit.members[0]]
-        key = first.prefix_key() if unit.prefix_len else None
-        state = prefix_cache.get(key) if prefix_cache is not None and key is not None else None
-        if state is None and not unit.shared:
-            _add_plain(builder, batch, unit.members[0], reward, gates, keep, prefix_cache)
-            continue
-        p = unit.prefix_len
+    def add_shared_prompt(self, unit: Unit, key: tuple[int, ...] | None, state: PrefixState | None) -> None:
+        """A prompt computed once (or taken from the cache: `state`) and each member's response after it."""
+        first, p = self.batch[unit.members[0]], unit.prefix_len
+        trunk: list[int] | None = None
         if state is not None:
             gate = GateSource(cached=state[0])
-            cached_states.append(state)
-            trunk_keys: list[int] | None = None
+            self.cached_states.append(state)
         else:
-            trunk = builder.add_rows(first.input_ids[:p], 0)
-            builder.sequences.append(AttentionSequence(trunk, list(range(p)), trunk, list(range(p))))
-            gate = GateSource(readout=builder.readout(trunk[first.gate_index]))
-            trunk_keys = trunk
-            if prefix_cache is not None and key is not None:
-                keep.append((key, trunk, gate.readout))
+            trunk = self.add_rows(first.input_ids[:p], 0)
+            self.sequences.append(AttentionSequence(trunk, list(range(p)), trunk, list(range(p))))
+            gate = GateSource(readout=self.readout(trunk[first.gate_index]))
+            if self.prefix_cache is not None and key is not None:
+                self.keep.append((key, trunk, gate.readout))
         for member in unit.members:
-            conversation = batch[member]
-            branch = builder.add_rows(conversation.input_ids[p:], p)
+            conversation = self.batch[member]
+            branch = self.add_rows(conversation.input_ids[p:], p)
             positions = list(range(p, conversation.num_tokens))
-            reward[member] = builder.readout(branch[-1])
-            gates[member] = gate
-            if trunk_keys is None:
-                pending_cached.append((len(cached_states) - 1, branch, positions))
+            self.reward[member] = self.readout(branch[-1])
+            self.gates[member] = gate
+            if trunk is None:
+                self.pending_cached.append((len(self.cached_states) - 1, branch, positions))
             else:
-                builder.sequences.append(
-                    AttentionSequence(branch, positions, trunk_keys + branch, list(range(p)) + positions, p)
+                self.sequences.append(
+                    AttentionSequence(branch, positions, trunk + branch, list(range(p)) + positions, p)
                 )
 
-    computed = len(builder.tokens)
-    padding = -computed % row_multiple
-    builder.tokens.extend([0] * padding)
-    builder.positions.extend([0] * padding)
-    offset = computed + padding  # the cached prompts' keys follow every computed row, padding included
-    for state in cached_states:
-        cached_rows.append((offset, state[1][0][0].shape[2]))
-        offset += cached_rows[-1][1]
-    for cached_index, branch, positions in pending_cached:
-        start, length = cached_rows[cached_index]
-        keys, key_positions = list(range(start, start + length)) + branch, list(range(length)) + positions
-        builder.sequences.append(AttentionSequence(branch, positions, keys, key_positions, length))
+    def pad(self, row_multiple: int) -> int:
+        """Round the rows up to `row_multiple` (module docstring); returns the rows computed before."""
+        computed = len(self.tokens)
+        padding = -computed % row_multiple
+        self.tokens.extend([0] * padding)
+        self.positions.extend([0] * padding)
+        return computed
 
-    sequences = builder.sequences
-    readout_of = builder.readout_of
-    readout_sequences = [
-        AttentionSequence(
-            [readout_of[row] for row in s.query_rows if row in readout_of],
-            [pos for row, pos in zip(s.query_rows, s.query_positions, strict=True) if row in readout_of],
-            s.key_rows,
-            s.key_positions,
-            s.shared_keys,
+    def attend_cached_prompts(self) -> None:
+        """The sequences of responses to cached prompts, whose keys follow every computed row (padding
+        included) in the key pool, prompt after prompt."""
+        offset = len(self.tokens)
+        cached_rows: list[tuple[int, int]] = []  # per cached prompt: (first row in the key pool, length)
+        for state in self.cached_states:
+            cached_rows.append((offset, state[1][0][0].shape[2]))
+            offset += cached_rows[-1][1]
+        for cached_index, branch, positions in self.pending_cached:
+            start, length = cached_rows[cached_index]
+            keys, key_positions = list(range(start, start + length)) + branch, list(range(length)) + positions
+            self.sequences.append(AttentionSequence(branch, positions, keys, key_positions, length))
+
+    def readout_sequences(self) -> list[AttentionSequence]:
+        """The last layer's sequences: each one's queries cut to its readout rows, in readout order."""
+        readout_of = self.readout_of
+        return [
+            AttentionSequence(
+                [readout_of[row] for row in s.query_rows if row in readout_of],
+                [pos for row, pos in zip(s.query_rows, s.query_positions, strict=True) if row in readout_of],
+                s.key_rows,
+                s.key_positions,
+                s.shared_keys,
+            )
+            for s in self.sequences
+        ]
+
+    def finish(
+        self, attention: AttentionPlan, readout_attention: AttentionPlan, computed: int, device: torch.device
+    ) -> PackedLayout:
+        def tensor(values: Sequence[int]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.long, device=device)
+
+        packed = PackedInput(
+            input_ids=tensor(self.tokens),
+            positions=tensor(self.positions),
+            attention=attention,
+            readout_rows=tensor(self.readouts),
+            readout_attention=readout_attention,
+            cached=[state[1] for state in self.cached_states],
+            keep=[tensor(rows) for _, rows, _ in self.keep],
         )
-        for s in sequences
-    ]
-    attention, readout_attention = plan_attention(sequences, readout_sequences)
-    packed = PackedInput(
-        input_ids=torch.tensor(builder.tokens, dtype=torch.long, device=device),
-        positions=torch.tensor(builder.positions, dtype=torch.long, device=device),
-        attention=attention,
-        readout_rows=torch.tensor(builder.readouts, dtype=torch.long, device=device),
-        readout_attention=readout_attention,
-        cached=[state[1] for state in cached_states],
-        keep=[torch.tensor(rows, dtype=torch.long, device=device) for _, rows, _ in keep],
-    )
-    return PackedLayout(
-        packed=packed,
-        reward_readouts=reward,
-        gates=gates,
-        keep_keys=[(key, gate_readout) for key, _, gate_readout in keep],
-        computed_tokens=computed,
-    )
-
-
-def _add_plain(
-    builder: _Builder,
-    batch: Sequence[EncodedConversation],
-    index: int,
-    reward: list[int],
-    gates: list[GateSource],
-    keep: list[tuple[tuple[int, ...], list[int], int]],
-    prefix_cache: PrefixStateCache | None,
-) -> None:
-    conversation = batch[index]
-    rows = builder.add_rows(conversation.input_ids, 0)
-    positions = list(range(conversation.num_tokens))
-    builder.sequences.append(AttentionSequence(rows, positions, rows, positions))
-    reward[index] = builder.readout(rows[-1])
-    gate_row = rows[conversation.gate_index] if conversation.gate_index >= 0 else rows[-1]
-    gates[index] = GateSource(readout=builder.readout(gate_row))
-    key = conversation.prefix_key()
-    if prefix_cache is not None and key is not None and 0 <= conversation.gate_index < conversation.prefix_len:
-        keep.append((key, rows[: conversation.prefix_len], gates[index].readout))
+        return PackedLayout(
+            packed=packed,
+            reward_readouts=self.reward,
+            gates=self.gates,
+            keep_keys=[(key, gate_readout) for key, _, gate_readout in self.keep],
+            computed_tokens=computed,
+        )
