@@ -11,6 +11,9 @@ Measured on a 2-core AMD EPYC (AVX2, float32, the bench model's packed forward):
 2 threads took 1179 ms per 8-item batch and 179 ms per lone item, 1 thread 918-928 ms and 130-149 ms;
 under 1.5 CPUs, 2 threads won (722-815 ms against 1064-1111), so a fractional quota rounds up.
 
+The tokenizers' Rust thread pool needs nothing from here: Rust's `available_parallelism` reads the same
+quota (a batch encode in a 0.5-CPU cgroup on 2 cores started 1 worker thread, outside it 2).
+
 No torch import here: the trainer and the service call `apply_torch_threads` where torch is loaded anyway.
 """
 
@@ -37,7 +40,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class CpuBudget:
-    """`cores`: CPUs in the affinity mask; `quota`: the tightest cgroup CPU limit in CPUs (None: unlimited)."""
+    """`cores`: CPUs in the affinity mask; `quota`: the tightest cgroup CPU limit (None: unlimited)."""
 
     cores: int
     quota: float | None

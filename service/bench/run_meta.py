@@ -15,6 +15,7 @@ import torch
 from clients.protocol import ModelInfo
 from service.bench import servers
 from service.bench.workload import conversation, flatten_groups
+from service.cpu_budget import cgroup_cpu_limit
 from service.malloc import SERVING_MALLOC_ENV
 from service.scoring.encoding import EncodingPolicy
 
@@ -76,6 +77,7 @@ def run_meta(
         },
         "host": {
             "cpus": len(os.sched_getaffinity(0)),
+            "cpu_quota": cgroup_cpu_limit(),  # CPUs a container's limit allows (None: none), see cpu_budget
             "machine": platform.machine(),
             "python": platform.python_version(),
             "torch": torch.__version__,

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from service.cpu_budget import cgroup_cpu_limit
 from service.model.attention_plans import kernels_here
 
 THROUGHPUT_ROWS = (
@@ -121,6 +122,7 @@ def test_ratios_exactness_padding_pama_and_latency(quick_run: tuple[dict, str]) 
     assert [row["concurrency"] for row in result["concurrency_sweep"]["paretorm"]] == [4, 16]
     assert result["meta"]["workload"]["grpo_shared_prompt_tokens"] == 428
     assert result["meta"]["service_env"]["MALLOC_MMAP_THRESHOLD_"] == "33554432"
+    assert result["meta"]["host"]["cpu_quota"] == cgroup_cpu_limit()  # a container's CPU limit, stated
     forward = result["meta"]["forward"]
     for side in ("server", "in_process"):  # which forward and attention kernel each chose on this machine
         assert forward[side]["attention"] in kernels_here(torch.device("cpu")), side
