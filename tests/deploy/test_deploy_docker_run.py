@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
 import socket
 import subprocess
@@ -162,6 +163,21 @@ def test_container_is_healthy_non_root_and_read_only(container: tuple[str, str])
     assert _inspect(name, "{{.HostConfig.ReadonlyRootfs}}") == "true"
     write = run("docker", "exec", name, "sh", "-c", "echo x > /opt/x", check=False)
     assert write.returncode != 0 and "Read-only file system" in write.stderr
+
+
+def test_a_cpu_limit_caps_the_torch_threads_inside_the_image(images: dict[str, str]) -> None:
+    """`docker run --cpus 1` is a cgroup CFS quota, not fewer cores: read from inside the container (through
+    Docker's own cgroup layout), it caps the torch threads at 1; without it torch keeps one per core
+    (service/cpu_budget.py)."""
+    probe = "from service.cpu_budget import *\nprint(cgroup_cpu_limit())\nprint(apply_torch_threads(None))"
+    command = ["docker", "run", "--rm", "--read-only", "--entrypoint", "python"]
+    limited = run(*command, "--cpus", "1", images["server"], "-c", probe).stdout.splitlines()
+    free = run(*command, images["server"], "-c", probe).stdout.splitlines()
+    assert limited[0] == "1.0", limited
+    if len(os.sched_getaffinity(0)) > 1:
+        assert limited[1].startswith("1 (capped by the cgroup CPU quota, 1 of the"), limited
+    assert free[0] == "None" and "no cgroup CPU quota" in free[1], free
+    TIMER.notes.append(f"--cpus 1: torch threads {limited[1]}; no limit: {free[1]}")
 
 
 def test_docker_stop_drains_in_flight_requests(container: tuple[str, str]) -> None:

@@ -36,11 +36,17 @@ def _args(prompts: Path, tmp_path: Path, *extra: str) -> list[str]:
         (["--combine", "direction"], "--combine direction needs --direction"),
         (["--rollout-tensor-parallel-size", "2"], "needs vLLM on CUDA"),
         (["--weights", "verbosity=0"], "needs --weights NAME=W,... with a non-zero weight"),
+        (["--torch-threads", "0"], "--torch-threads must be >= 1 (got 0); leave it unset"),
     ],
 )
 def test_bad_settings_are_refused_with_the_fix(prompts_file: Path, tmp_path: Path, extra: list[str], message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse(_args(prompts_file, tmp_path, *extra))
+
+
+def test_torch_threads_reach_the_run_config(prompts_file: Path, tmp_path: Path) -> None:
+    assert parse(_args(prompts_file, tmp_path, "--torch-threads", "3"))[1].torch_threads == 3
+    assert parse(_args(prompts_file, tmp_path))[1].torch_threads is None  # the CPU budget decides
 
 
 def test_cli_exits_2_with_one_line(prompts_file: Path, tmp_path: Path) -> None:
