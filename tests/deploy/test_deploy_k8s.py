@@ -285,17 +285,19 @@ def test_prometheus_annotations_match_the_port(rendered: dict[str, list[Resource
     }
 
 
-def test_cpu_overlay_sizes_threads_by_its_cpu_limit_alone(rendered: dict[str, list[Resource]]) -> None:
+def test_cpu_overlay_sizes_threads_by_its_cpu_request_alone(rendered: dict[str, list[Resource]]) -> None:
     resources = rendered["cpu"]
     server = _server(resources)
     assert server["image"] == "paretorm:0.1.0-cpu"
     assert _config(resources)["PARETORM_DEVICE"] == "cpu"
     assert server["resources"]["requests"] == server["resources"]["limits"], "Guaranteed QoS"
-    # The service runs as many torch threads as the limit's CFS quota allows (test_cpu_budget.py); a thread
-    # count pinned beside it would be a second place to edit, and would win over the quota.
-    assert server["resources"]["limits"]["cpu"] == "4"
-    pinned = {"OMP_NUM_THREADS", "PARETORM_TORCH_THREADS"} & {e["name"] for e in server.get("env", [])}
-    assert not pinned
+    # torch threads come from the pod's own CPU request through the downward API (and the limit's quota
+    # caps them too, test_cpu_budget.py): a number written beside the request would be a second to edit.
+    env = {e["name"]: e for e in server["env"]}
+    assert "OMP_NUM_THREADS" not in env
+    assert env["PARETORM_TORCH_THREADS"]["valueFrom"] == {
+        "resourceFieldRef": {"resource": "requests.cpu", "divisor": "1"}
+    }
     assert "nvidia.com/gpu" not in server["resources"]["limits"]
     assert "tolerations" not in _pod_spec(resources)
 
