@@ -2,10 +2,10 @@
 
 torch sizes its intra-op pool by the cores it can see (one per physical core, or `OMP_NUM_THREADS`). A
 container's CPU limit (Kubernetes `limits.cpu`, `docker run --cpus`) is not a core count but a cgroup CFS
-quota: on a 64-core node with a limit of 4 CPUs, torch starts 32 threads, the quota is spent a few
-milliseconds into each 100 ms period, and the whole team is throttled until the next one. The budget here
-is the affinity mask capped by the quota of the process's own cgroup and every ancestor's, read from
-cgroup v2 (`cpu.max`) or v1 (`cpu.cfs_quota_us` / `cpu.cfs_period_us`).
+quota: on a node of 32 cores (64 hardware threads) with a limit of 4 CPUs, torch starts 32 threads, the
+quota is spent ~12 ms into each 100 ms period, and the whole team is throttled until the next one. The
+budget here is the affinity mask capped by the quota of the process's own cgroup and every ancestor's,
+read from cgroup v2 (`cpu.max`) or v1 (`cpu.cfs_quota_us` / `cpu.cfs_period_us`).
 
 Measured on a 2-core AMD EPYC (AVX2, float32, the bench model's packed forward): under a quota of 1.0 CPU,
 2 threads took 1179 ms per 8-item batch and 179 ms per lone item, 1 thread 918-928 ms and 130-149 ms;
@@ -19,14 +19,11 @@ No torch import here: the trainer and the service call `apply_torch_threads` whe
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-
-logger = logging.getLogger("paretorm")
 
 __all__ = [
     "CpuBudget",
