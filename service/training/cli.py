@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,8 +86,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add("--lora-dropout", type=float, default=0.0, help="keep 0 for exact old log-probs (dropout changes them)")
     add("--lora-targets", type=lambda s: tuple(n for n in s.split(",") if n), default=("all-linear",),
         help="modules the adapter wraps, comma-separated (default all-linear: every linear layer but the LM head)")
-    add("--torch-threads", type=int, help="torch threads (default: OMP_NUM_THREADS, else one per core capped "
-        "by the container's CPU quota)")
+    add("--torch-threads", type=int, help="torch threads (default: $PARETORM_TORCH_THREADS, else "
+        "OMP_NUM_THREADS, else one per core capped by the container's CPU quota)")
     add("--fsdp", action="store_true",
         help="under torchrun: shard the policy over the ranks (FSDP2) instead of replicating it (DDP)")
 
@@ -159,15 +160,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _defaults_from_environment(args: dict[str, Any]) -> None:
+    """Flags left unset take the variables the service reads too (a Job and a Deployment set them alike)."""
+    if args.get("reward_url") is None:
+        args["reward_url"] = os.environ.get("PARETORM_URL") or None
+    threads = os.environ.get("PARETORM_TORCH_THREADS")
+    if args.get("torch_threads") is None and threads:
+        if not threads.isdigit():
+            raise ConfigError(f"PARETORM_TORCH_THREADS={threads!r}: give a whole number of threads, or unset "
+                              "it")
+        args["torch_threads"] = int(threads)
+
+
 def parse(argv: Sequence[str]) -> tuple[str, RunConfig, Any]:
     args = vars(build_parser().parse_args(list(argv)))
     algorithm = args.pop("algorithm")
     _, config_class, _ = _ALGORITHMS[algorithm]
     own = {k: args.pop(k) for k in list(args) if k in config_class.__dataclass_fields__}
-    if args.get("reward_url") is None:
-        import os
-
-        args["reward_url"] = os.environ.get("PARETORM_URL") or None
+    _defaults_from_environment(args)
     if algorithm == "cgpo":  # the single task's K is --num-generations
         own["k"] = args["num_generations"]
     run, cfg = RunConfig(**args), config_class(**own)

@@ -44,9 +44,18 @@ def test_bad_settings_are_refused_with_the_fix(prompts_file: Path, tmp_path: Pat
         parse(_args(prompts_file, tmp_path, *extra))
 
 
-def test_torch_threads_reach_the_run_config(prompts_file: Path, tmp_path: Path) -> None:
+def test_torch_threads_reach_the_run_config(
+    prompts_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PARETORM_TORCH_THREADS", raising=False)
     assert parse(_args(prompts_file, tmp_path, "--torch-threads", "3"))[1].torch_threads == 3
     assert parse(_args(prompts_file, tmp_path))[1].torch_threads is None  # the CPU budget decides
+    monkeypatch.setenv("PARETORM_TORCH_THREADS", "2")  # as the service reads it (e.g. the downward API)
+    assert parse(_args(prompts_file, tmp_path))[1].torch_threads == 2
+    assert parse(_args(prompts_file, tmp_path, "--torch-threads", "3"))[1].torch_threads == 3
+    monkeypatch.setenv("PARETORM_TORCH_THREADS", "two")
+    with pytest.raises(ConfigError, match="PARETORM_TORCH_THREADS='two': give a whole number"):
+        parse(_args(prompts_file, tmp_path))
 
 
 def test_cli_exits_2_with_one_line(prompts_file: Path, tmp_path: Path) -> None:
