@@ -102,6 +102,10 @@ def test_trainer_job_reaches_the_service_as_a_trainer(rendered: dict[str, list[R
         == f"http://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}"
     )
     assert env["PARETORM_API_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "api-key"
+    # `paretorm train` reads it (test_cli_and_state.py): torch threads = the CPUs the Job requests
+    assert env["PARETORM_TORCH_THREADS"]["valueFrom"] == {
+        "resourceFieldRef": {"resource": "requests.cpu", "divisor": "1"}
+    }
     assert trainer["image"] == "paretorm-trainer:0.1.0-cuda"
     assert trainer["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert template["spec"]["securityContext"]["runAsUser"] == 10001
