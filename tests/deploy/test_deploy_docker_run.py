@@ -169,7 +169,11 @@ def test_a_cpu_limit_caps_the_torch_threads_inside_the_image(images: dict[str, s
     """`docker run --cpus 1` is a cgroup CFS quota, not fewer cores: read from inside the container (through
     Docker's own cgroup layout), it caps the torch threads at 1; without it torch keeps one per core
     (service/cpu_budget.py)."""
-    probe = "from service.cpu_budget import *\nprint(cgroup_cpu_limit())\nprint(apply_torch_threads(None))"
+    probe = "\n".join([
+        "from service.cpu_budget import apply_torch_threads, cgroup_cpu_limit",
+        "print(cgroup_cpu_limit())",
+        "print(apply_torch_threads(None))",
+    ])  # fmt: skip
     command = ["docker", "run", "--rm", "--read-only", "--entrypoint", "python"]
     limited = run(*command, "--cpus", "1", images["server"], "-c", probe).stdout.splitlines()
     free = run(*command, images["server"], "-c", probe).stdout.splitlines()

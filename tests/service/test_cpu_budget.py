@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from service.cpu_budget import CpuBudget, cgroup_cpu_limit, choose_torch_threads, vllm_cpu_binding
@@ -160,7 +161,11 @@ def in_cgroup(group: Path) -> list[str]:
 
 def test_a_real_cgroup_quota_is_read_and_caps_torch_threads() -> None:
     with cpu_quota_cgroup(1.0) as group:
-        probe = "from service.cpu_budget import *\nprint(cgroup_cpu_limit())\nprint(apply_torch_threads(None))"
+        probe = "\n".join([
+            "from service.cpu_budget import apply_torch_threads, cgroup_cpu_limit",
+            "print(cgroup_cpu_limit())",
+            "print(apply_torch_threads(None))",
+        ])  # fmt: skip
         output = subprocess.run(
             [*in_cgroup(group), sys.executable, "-c", probe], capture_output=True, text=True, check=True,
             env={key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"},
@@ -171,14 +176,20 @@ def test_a_real_cgroup_quota_is_read_and_caps_torch_threads() -> None:
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="a 1-CPU quota caps nothing on one core")
 @pytest.mark.skipif("OMP_NUM_THREADS" in os.environ, reason="OMP_NUM_THREADS is set; it wins over the quota")
+@pytest.mark.parametrize("engine_process", [False, True], ids=["one process", "engine process"])
 def test_serve_in_a_one_cpu_container_runs_its_forwards_on_one_thread(
-    tiny_armorm_dir: Path, tmp_path: Path
+    tiny_armorm_dir: Path, tmp_path: Path, engine_process: bool
 ) -> None:
     log = tmp_path / "serve.log"
     args = ["--compile-forward", "off", "--no-tune-batch-tokens"]
+    args += ["--engine-process"] if engine_process else []
     with cpu_quota_cgroup(1.0) as group:
-        with ServiceProcess(tiny_armorm_dir, args=args, log_path=log, launcher=[*in_cgroup(group), PARETORM]):
-            pass
+        launcher = [*in_cgroup(group), PARETORM]
+        with ServiceProcess(tiny_armorm_dir, args=args, log_path=log, launcher=launcher) as service:
+            body = {"items": [{"prompt": "Hi?", "response": "Hi."}]}
+            answer = httpx.post(service.url + "/v1/score", json=body)
+            assert answer.status_code == 200, answer.text
     text = log.read_text()
-    assert "torch threads: 1 (capped by the cgroup CPU quota, 1 of the" in text, text[-2000:]
+    where = "runtime (engine): " if engine_process else "runtime: "  # where the forwards run
+    assert where + "torch threads: 1 (capped by the cgroup CPU quota, 1 of the" in text, text[-2000:]
     assert "threads 1 (fixed)" in text
