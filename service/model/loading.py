@@ -154,8 +154,12 @@ def save_armorm_checkpoint(
     *,
     max_shard_size: int | None = None,
     extra_config: Mapping[str, Any] | None = None,
+    backbone_dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``model`` in the ArmoRM hub layout (config, safetensors, tokenizer) for ``load_reward_model``.
+
+    ``backbone_dtype`` stores the backbone's floating tensors (``model.*``) in that dtype, the heads as they
+    are; None: as held. The caller makes sure the cast loses nothing it cares about.
 
     ``max_shard_size`` (bytes) splits the weights into ``model-0000k-of-0000N.safetensors`` files plus
     ``model.safetensors.index.json``; ``None`` writes one ``model.safetensors``. Weight files already in
@@ -172,6 +176,11 @@ def save_armorm_checkpoint(
         stale.unlink(missing_ok=True)
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if backbone_dtype is not None:
+        state = {
+            k: v.to(backbone_dtype) if k.startswith("model.") and v.is_floating_point() else v
+            for k, v in state.items()
+        }
     shards = _plan_shards(state, max_shard_size)
     if len(shards) == 1 and max_shard_size is None:
         save_file(shards[0], str(out / SAFE_SINGLE), metadata={"format": "pt"})
@@ -192,7 +201,7 @@ def save_armorm_checkpoint(
     cfg.pop("auto_map", None)  # our class needs no remote code
     cfg.update(model.head_config.to_dict())
     cfg["architectures"] = [ARMORM_ARCHITECTURE]
-    cfg["dtype"] = str(model.backbone_dtype).removeprefix("torch.")
+    cfg["dtype"] = str(backbone_dtype or model.backbone_dtype).removeprefix("torch.")
     cfg.update(extra_config or {})
     if tokenizer is not None:
         tokenizer.save_pretrained(str(out))
