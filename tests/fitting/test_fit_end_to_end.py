@@ -17,7 +17,7 @@ from service.fitting.encoding import EncodedItem, encode_conversations
 from service.model.gate_pattern import derive_gate_pattern
 from service.fitting.gating_fit import GatingFitConfig
 from service.fitting.package import exact_storage_dtype
-from service.fitting.pipeline import FitConfig, run_fitting
+from service.fitting.pipeline import FitConfig, FitOutcome, run_fitting
 from service.model.loading import load_reward_model
 from service.model.tiny import build_tiny_tokenizer
 from service.scoring.encoding import ChatEncoder, EncodingPolicy
@@ -66,13 +66,18 @@ def test_generic_gate_pattern_matches_the_llama3_derivation() -> None:
     assert tok.decode(list(pattern)) == "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
 
 
-def test_fit_serve_score_equal_in_process(backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+def _fit(backbone: Path, data_dir: Path, tmp_path: Path, *, gating_steps: int) -> FitOutcome:
+    """`run_fitting` on the module's data with a small gating network, into `tmp_path`."""
     cfg = FitConfig(
-        backbone=backbone_dir, ratings=data_dir / "ratings.jsonl", preferences=data_dir / "prefs.jsonl",
+        backbone=backbone, ratings=data_dir / "ratings.jsonl", preferences=data_dir / "prefs.jsonl",
         out=tmp_path / "fitted", cache_dir=tmp_path / "cache", progress=False, batch_tokens=256,
-        gating=GatingFitConfig(steps=20, batch_size=16, hidden_dim=16, n_hidden=1),
+        gating=GatingFitConfig(steps=gating_steps, batch_size=16, hidden_dim=16, n_hidden=1),
     )  # fmt: skip
-    outcome = run_fitting(cfg)
+    return run_fitting(cfg)
+
+
+def test_fit_serve_score_equal_in_process(backbone_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    outcome = _fit(backbone_dir, data_dir, tmp_path, gating_steps=20)
 
     loaded = load_reward_model(outcome.out)
     assert loaded.kind == "armorm"
@@ -169,12 +174,7 @@ def test_a_bfloat16_backbone_fitted_in_float32_is_stored_as_bfloat16_and_loads_t
     source = tmp_path / "bf16-backbone"
     LlamaForCausalLM.from_pretrained(str(backbone_dir), dtype=torch.bfloat16).save_pretrained(str(source))
     AutoTokenizer.from_pretrained(str(backbone_dir)).save_pretrained(str(source))
-    cfg = FitConfig(
-        backbone=source, ratings=data_dir / "ratings.jsonl", preferences=data_dir / "prefs.jsonl",
-        out=tmp_path / "fitted", cache_dir=tmp_path / "cache", progress=False, batch_tokens=256,
-        gating=GatingFitConfig(steps=5, batch_size=16, hidden_dim=16, n_hidden=1),
-    )  # fmt: skip
-    outcome = run_fitting(cfg)
+    outcome = _fit(source, data_dir, tmp_path, gating_steps=5)
     assert outcome.model.backbone_dtype == torch.float32, "fitted in float32"
 
     with safe_open(str(outcome.out / "model.safetensors"), framework="pt") as stored:
