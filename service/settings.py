@@ -117,8 +117,8 @@ class ServiceSettings(BaseSettings):
         "fewer, whichever measured faster per token lately (`service/engine/thread_tuning.py`): a team as "
         "wide as the machine waits for whichever thread another process preempts. Pays for small, "
         "dispatch-bound models on shared hosts (the tests' tiny model beside a busy process: 1.3-1.8x); a "
-        "GEMM-bound model keeps all threads and only pays for the probes, so off by default (always all "
-        "threads: OMP_NUM_THREADS / torch's default).",
+        "GEMM-bound model keeps all threads and only pays for the probes, so off by default (always "
+        "torch_threads' count).",
     )
     compile_forward: Literal["auto", "on", "off"] = Field(
         default="auto",
