@@ -34,30 +34,13 @@ def run_meta(
     started: float,
     ready_s: dict[str, float | None],
 ) -> dict[str, Any]:
-    policy = EncodingPolicy(4096, "error")
-    chat_lengths = [
-        e.num_tokens
-        for e in runtime.encoder.encode_conversations(
-            [conversation(i.prompt, i.response) for i in chat], policy, labels=["chat"] * len(chat)
-        )
-    ]
-    group_items = flatten_groups(grpo[:1])
-    grpo_encoded = runtime.encoder.encode_conversations(
-        [conversation(i.prompt, i.response) for i in group_items], policy, labels=["grpo"] * len(group_items)
-    )
     settings = runtime.settings
     return {
         "model": cfg.shape.describe(),
         "model_revision": loaded.revision,
         "config": {**asdict(cfg), "shape": asdict(cfg.shape)},
         "dtype": cfg.dtype,
-        "workload": {
-            "chat_mean_tokens": round(sum(chat_lengths) / len(chat_lengths), 1),
-            "grpo_shared_prompt_tokens": grpo_encoded[0].prefix_len,
-            "grpo_mean_tokens": round(sum(e.num_tokens for e in grpo_encoded) / len(grpo_encoded), 1),
-            "grpo_prompts": len(grpo),
-            "grpo_group": cfg.grpo_group,
-        },
+        "workload": _workload(runtime, chat, grpo),
         "service_settings": {
             "max_batch_tokens": settings.max_batch_tokens,
             "max_batch_items": settings.max_batch_items,
@@ -75,16 +58,42 @@ def run_meta(
         "ready_by_s": {  # upper bounds: children load in parallel and are polled one after another
             name: round(value, 1) if value else None for name, value in ready_s.items()
         },
-        "host": {
-            "cpus": len(os.sched_getaffinity(0)),
-            "cpu_quota": cgroup_cpu_limit(),  # CPUs a container's limit allows (None: none), see cpu_budget
-            "machine": platform.machine(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-        },
+        "host": _host(),
         "load_average_at_end": [
             round(v, 2) for v in os.getloadavg()
         ],  # other work on the machine skews numbers
         "wall_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def _workload(runtime: Any, chat: list[Any], grpo: list[Any]) -> dict[str, Any]:
+    """The traffic's lengths as the service's own encoder counts them (templated, with the gate tokens)."""
+    policy = EncodingPolicy(4096, "error")
+    chat_lengths = [
+        e.num_tokens
+        for e in runtime.encoder.encode_conversations(
+            [conversation(i.prompt, i.response) for i in chat], policy, labels=["chat"] * len(chat)
+        )
+    ]
+    group_items = flatten_groups(grpo[:1])
+    grpo_encoded = runtime.encoder.encode_conversations(
+        [conversation(i.prompt, i.response) for i in group_items], policy, labels=["grpo"] * len(group_items)
+    )
+    return {
+        "chat_mean_tokens": round(sum(chat_lengths) / len(chat_lengths), 1),
+        "grpo_shared_prompt_tokens": grpo_encoded[0].prefix_len,
+        "grpo_mean_tokens": round(sum(e.num_tokens for e in grpo_encoded) / len(grpo_encoded), 1),
+        "grpo_prompts": len(grpo),
+        "grpo_group": len(group_items),
+    }
+
+
+def _host() -> dict[str, Any]:
+    return {
+        "cpus": len(os.sched_getaffinity(0)),
+        "cpu_quota": cgroup_cpu_limit(),  # CPUs a container's limit allows (None: none), see cpu_budget
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
     }

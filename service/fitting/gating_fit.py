@@ -197,30 +197,7 @@ def fit_gating(
         h, k, temperature=cfg.temperature, logit_scale=cfg.logit_scale,
         hidden_dim=cfg.hidden_dim, n_hidden=cfg.n_hidden,
     ).to(cfg.device)  # fmt: skip
-    optimizer = torch.optim.AdamW(gating.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.steps)
-    train_dev = _to(train, cfg.device)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    dropout = _TrainingDropout(gating, cfg.dropout)
-    losses: list[tuple[int, float]] = []
-    gating.train()
-    try:
-        for step in range(cfg.steps):
-            idx = torch.randint(0, len(train_dev), (cfg.batch_size,), generator=generator)
-            margins = pair_margins(pair_scores(gating, train_dev.subset(idx)))
-            intra_margins = None
-            if intra_train is not None:
-                j = torch.randint(0, len(intra_train), (cfg.batch_size,), generator=generator)
-                intra_margins = pair_margins(pair_scores(gating, intra_train.subset(j)))
-            loss = preference_loss_with_intra(margins, intra_margins, cfg.intra_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            if step % cfg.log_every == 0 or step == cfg.steps - 1:
-                losses.append((step, float(loss.detach())))
-    finally:
-        dropout.remove()
+    losses = _train(gating, _to(train, cfg.device), intra_train, cfg)
     gating.eval()
     k_eye = torch.eye(k)
     result = GatingFitResult(
@@ -237,6 +214,37 @@ def fit_gating(
     )
     result.gating = gating.cpu()
     return result
+
+
+def _train(
+    gating: GatingNetwork, train: PreferencePairs, intra: PreferencePairs | None, cfg: GatingFitConfig
+) -> list[tuple[int, float]]:
+    """AdamW with a cosine schedule on random batches of `train` (and of `intra`, MAPL's intra-sample
+    pairs); the loss every `log_every` steps and at the last."""
+    optimizer = torch.optim.AdamW(gating.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.steps)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    dropout = _TrainingDropout(gating, cfg.dropout)
+    losses: list[tuple[int, float]] = []
+    gating.train()
+    try:
+        for step in range(cfg.steps):
+            idx = torch.randint(0, len(train), (cfg.batch_size,), generator=generator)
+            margins = pair_margins(pair_scores(gating, train.subset(idx)))
+            intra_margins = None
+            if intra is not None:
+                j = torch.randint(0, len(intra), (cfg.batch_size,), generator=generator)
+                intra_margins = pair_margins(pair_scores(gating, intra.subset(j)))
+            loss = preference_loss_with_intra(margins, intra_margins, cfg.intra_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if step % cfg.log_every == 0 or step == cfg.steps - 1:
+                losses.append((step, float(loss.detach())))
+    finally:
+        dropout.remove()
+    return losses
 
 
 def _to(pairs: PreferencePairs, device: str) -> PreferencePairs:

@@ -12,11 +12,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from service.fitting.data import PreferenceData, Skip, read_intra_pairs, read_preferences, read_ratings
+from service.fitting.data import PreferenceData, RatingData, Skip
+from service.fitting.data import read_intra_pairs, read_preferences, read_ratings
 from service.fitting.debias import REFERENCE_CORR_THRESHOLD, REFERENCE_LAMBDA_GRID, DebiasConfig, DebiasResult
 from service.fitting.debias import find_verbosity_penalties
 from service.fitting.embed import BackboneEmbedder, Embeddings, cache_key, embed_with_cache
@@ -107,83 +109,145 @@ def default_cache_dir() -> Path:
 
 
 def run_fitting(cfg: FitConfig) -> FitOutcome:
-    ratings = read_ratings(cfg.ratings, cfg.objectives, skip_bad=cfg.skip_bad)
-    prefs = read_preferences(cfg.preferences, skip_bad=cfg.skip_bad)
-    reference = read_preferences(cfg.reference, skip_bad=cfg.skip_bad) if cfg.reference else None
-    intra = read_intra_pairs(cfg.intra_pairs, skip_bad=cfg.skip_bad) if cfg.intra_pairs else None
-    verbosity = _verbosity_index(cfg, ratings.objectives)
-
-    tokenizer = AutoTokenizer.from_pretrained(str(cfg.backbone), local_files_only=True)
-    backbone = AutoModel.from_pretrained(
-        str(cfg.backbone), dtype=_DTYPES[cfg.dtype], local_files_only=True
-    ).to(cfg.device)
-    pattern = cfg.gate_pattern or _configured_pattern(cfg.backbone) or derive_gate_pattern(tokenizer)
-    pad_id = tokenizer.pad_token_id
-    embedder = BackboneEmbedder(
-        backbone, pad_id=pad_id if pad_id is not None else 0, batch_tokens=cfg.batch_tokens, device=cfg.device
-    )
-    fingerprint = f"{checkpoint_revision(Path(cfg.backbone))}:{cfg.dtype}"
-
-    def embed(name: str, items: list[EncodedItem]) -> Embeddings:
-        key = cache_key(fingerprint, _DTYPES[cfg.dtype], items)
-        return embed_with_cache(
-            embedder, items, cache_root=Path(cfg.cache_dir or default_cache_dir()), name=name, key=key,
-            shard_size=cfg.shard_size, progress=cfg.progress,
-        )  # fmt: skip
-
-    # Stage 1: ridge heads on the rating data.
-    enc = _encode(tokenizer, [ex.messages for ex in ratings.examples], [ex.line for ex in ratings.examples],
-                  pattern, ratings.path, cfg.max_tokens)  # fmt: skip
-    rating_emb = embed("ratings", enc.items)
-    regression = fit_regression_heads(rating_emb.last.float(), ratings.labels[enc.kept], ratings.objectives, cfg.ridge)
-
-    # Preference pairs (and reference/intra pairs), embedded as interleaved chosen/rejected conversations.
-    pair_emb, pair_kept, pair_skips = _embed_pairs(embed, "preferences", tokenizer, prefs, pattern, cfg.max_tokens)
-    debias = None
-    transform = torch.eye(len(ratings.objectives))
-    if verbosity is not None:
-        ref_emb = pair_emb
-        if reference is not None:
-            ref_emb = _embed_pairs(embed, "reference", tokenizer, reference, pattern, cfg.max_tokens)[0]
-        ref_rewards = (ref_emb.last.float().reshape(-1, ref_emb.last.shape[-1]) @ regression.weight.T).numpy()
-        debias = find_verbosity_penalties(
-            ref_rewards, DebiasConfig(verbosity, threshold=cfg.corr_threshold, grid=cfg.lambda_grid)
-        )
-        transform = debias.transform
-
+    """Fit heads, debiasing and gate on `cfg`'s data over its frozen backbone; save checkpoint and report."""
+    data = _read_data(cfg)
+    fit = _Fitter.load(cfg)
+    regression, rating_kept, rating_skips = fit.regression_heads(data.ratings)
+    pair_emb, pair_kept, pair_skips = fit.embed_pairs("preferences", data.prefs)
+    debias = fit.debias(regression, pair_emb, data.reference, data.verbosity)
+    transform = debias.transform if debias is not None else torch.eye(len(data.ratings.objectives))
     pairs = _pairs(pair_emb, regression.weight, transform, same_prompt=True)
     intra_pairs = None
-    if intra is not None:
-        intra_emb = _embed_pairs(embed, "intra", tokenizer, intra, pattern, cfg.max_tokens)[0]
+    if data.intra is not None:
+        intra_emb = fit.embed_pairs("intra", data.intra)[0]
         intra_pairs = _pairs(intra_emb, regression.weight, transform, same_prompt=False)
     gating = fit_gating(pairs, cfg.gating, intra=intra_pairs)
-
-    model = assemble_armorm(
-        backbone.cpu(), objective_names=ratings.objectives, regression_weight=regression.weight,
-        transform=transform, gating=gating.gating, gate_pattern=pattern, pad_token_id=pad_id,
-    )  # fmt: skip
-    out = save_fitted_checkpoint(
-        model, tokenizer, cfg.out, max_shard_size=cfg.max_shard_size,
-        extra_config={"paretorm_description": f"fitted by paretorm fit from backbone {Path(cfg.backbone).name}"},
-    )  # fmt: skip
+    model, out = fit.package(data.ratings.objectives, regression, transform, gating)
     sample_idx = gating.val_index[:12]
-    prompts = [_prompt_label(prefs.pairs[pair_kept[i]].chosen) for i in sample_idx]
+    prompts = [_prompt_label(data.prefs.pairs[pair_kept[i]].chosen) for i in sample_idx]
     with torch.no_grad():
         sample_weights = gating.gating(pairs.gate[torch.as_tensor(sample_idx, dtype=torch.long), 0]).numpy()
     report = build_report(
-        objectives=ratings.objectives, regression=regression, debias=debias, gating=gating,
+        objectives=data.ratings.objectives, regression=regression, debias=debias, gating=gating,
         sample_prompts=prompts, sample_gating=sample_weights,
         data={
-            "ratings": {"path": ratings.path, "used": len(enc.kept), "skipped": _skips(ratings.skipped + enc.skipped)},
-            "preferences": {"path": prefs.path, "used": len(pair_kept), "skipped": _skips(prefs.skipped + pair_skips)},
-            "reference": reference.path if reference else "preferences",
-            "intra_pairs": intra.path if intra else None,
-            "gate_pattern": list(pattern),
+            "ratings": {"path": data.ratings.path, "used": len(rating_kept),
+                        "skipped": _skips(data.ratings.skipped + rating_skips)},
+            "preferences": {"path": data.prefs.path, "used": len(pair_kept),
+                            "skipped": _skips(data.prefs.skipped + pair_skips)},
+            "reference": data.reference.path if data.reference else "preferences",
+            "intra_pairs": data.intra.path if data.intra else None,
+            "gate_pattern": list(fit.pattern),
             "backbone": str(cfg.backbone),
         },
     )  # fmt: skip
     write_report(report, out)
     return FitOutcome(model, regression, debias, gating, report, out)
+
+
+@dataclass(frozen=True)
+class _FitData:
+    """Every input file, read and validated before the backbone loads (a bad line fails in seconds)."""
+
+    ratings: RatingData
+    prefs: PreferenceData
+    reference: PreferenceData | None
+    intra: PreferenceData | None
+    verbosity: int | None
+
+
+def _read_data(cfg: FitConfig) -> _FitData:
+    ratings = read_ratings(cfg.ratings, cfg.objectives, skip_bad=cfg.skip_bad)
+    return _FitData(
+        ratings=ratings,
+        prefs=read_preferences(cfg.preferences, skip_bad=cfg.skip_bad),
+        reference=read_preferences(cfg.reference, skip_bad=cfg.skip_bad) if cfg.reference else None,
+        intra=read_intra_pairs(cfg.intra_pairs, skip_bad=cfg.skip_bad) if cfg.intra_pairs else None,
+        verbosity=_verbosity_index(cfg, ratings.objectives),
+    )
+
+
+@dataclass
+class _Fitter:
+    """The frozen backbone, its tokenizer and gate pattern, and the stages that embed through them."""
+
+    cfg: FitConfig
+    tokenizer: Any
+    backbone: Any
+    pattern: tuple[int, ...]
+    embedder: BackboneEmbedder
+    fingerprint: str  # the backbone's content and dtype: part of every embedding cache key
+
+    @classmethod
+    def load(cls, cfg: FitConfig) -> _Fitter:
+        tokenizer = AutoTokenizer.from_pretrained(str(cfg.backbone), local_files_only=True)
+        backbone = AutoModel.from_pretrained(
+            str(cfg.backbone), dtype=_DTYPES[cfg.dtype], local_files_only=True
+        ).to(cfg.device)
+        pattern = cfg.gate_pattern or _configured_pattern(cfg.backbone) or derive_gate_pattern(tokenizer)
+        pad_id = tokenizer.pad_token_id
+        embedder = BackboneEmbedder(
+            backbone, pad_id=pad_id if pad_id is not None else 0, batch_tokens=cfg.batch_tokens,
+            device=cfg.device,
+        )
+        fingerprint = f"{checkpoint_revision(Path(cfg.backbone))}:{cfg.dtype}"
+        return cls(cfg, tokenizer, backbone, pattern, embedder, fingerprint)
+
+    def embed(self, name: str, items: list[EncodedItem]) -> Embeddings:
+        cfg = self.cfg
+        key = cache_key(self.fingerprint, _DTYPES[cfg.dtype], items)
+        return embed_with_cache(
+            self.embedder, items, cache_root=Path(cfg.cache_dir or default_cache_dir()), name=name, key=key,
+            shard_size=cfg.shard_size, progress=cfg.progress,
+        )  # fmt: skip
+
+    def regression_heads(self, ratings: RatingData) -> tuple[RegressionResult, list[int], list[Skip]]:
+        """Stage 1: ridge heads on the rating data; also which rating lines were used and which skipped."""
+        examples = ratings.examples
+        enc = _encode(self.tokenizer, [ex.messages for ex in examples], [ex.line for ex in examples],
+                      self.pattern, ratings.path, self.cfg.max_tokens)  # fmt: skip
+        rating_emb = self.embed("ratings", enc.items)
+        labels = ratings.labels[enc.kept]
+        heads = fit_regression_heads(rating_emb.last.float(), labels, ratings.objectives, self.cfg.ridge)
+        return heads, enc.kept, enc.skipped
+
+    def embed_pairs(self, name: str, data: PreferenceData) -> tuple[Embeddings, list[int], list[Skip]]:
+        """Chosen and rejected of every pair, embedded as interleaved conversations."""
+        return _embed_pairs(self.embed, name, self.tokenizer, data, self.pattern, self.cfg.max_tokens)
+
+    def debias(
+        self, regression: RegressionResult, pair_emb: Embeddings, reference: PreferenceData | None,
+        verbosity: int | None,
+    ) -> DebiasResult | None:
+        """The verbosity penalties, searched on the reference set (default: the preference pairs)."""
+        if verbosity is None:
+            return None
+        ref_emb = pair_emb if reference is None else self.embed_pairs("reference", reference)[0]
+        ref_rewards = (ref_emb.last.float().reshape(-1, ref_emb.last.shape[-1]) @ regression.weight.T).numpy()
+        cfg = self.cfg
+        return find_verbosity_penalties(
+            ref_rewards, DebiasConfig(verbosity, threshold=cfg.corr_threshold, grid=cfg.lambda_grid)
+        )
+
+    def package(
+        self,
+        objectives: list[str],
+        regression: RegressionResult,
+        transform: torch.Tensor,
+        gating: GatingFitResult,
+    ) -> tuple[ArmoRMRewardModel, Path]:
+        """The ArmoRM checkpoint: this backbone, the heads, the transform and the gate, saved to `cfg.out`."""
+        model = assemble_armorm(
+            self.backbone.cpu(), objective_names=objectives, regression_weight=regression.weight,
+            transform=transform, gating=gating.gating, gate_pattern=self.pattern,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )  # fmt: skip
+        description = f"fitted by paretorm fit from backbone {Path(self.cfg.backbone).name}"
+        out = save_fitted_checkpoint(
+            model, self.tokenizer, self.cfg.out, max_shard_size=self.cfg.max_shard_size,
+            extra_config={"paretorm_description": description},
+        )  # fmt: skip
+        return model, out
 
 
 def _verbosity_index(cfg: FitConfig, objectives: list[str]) -> int | None:

@@ -114,21 +114,9 @@ def load_reward_model(
     state = _read_tensors(files) if weights else {}
     for key in _IGNORED_KEYS:
         state.pop(key, None)
-
-    if head is not None:
-        with parameters_on_meta():
-            model: RewardModel = ArmoRMRewardModel(config, head, attn_implementation=attn_implementation)
-        # Backbone in the requested dtype, heads in float32.
-        state = {k: _cast(v, dtype if k.startswith("model.") else torch.float32) for k, v in state.items()}
-        if weights:
-            _assign(model, state, root)
-    else:
-        with parameters_on_meta():
-            model = SequenceClassificationRewardModel(config, attn_implementation=attn_implementation)
-        state = {k: _cast(v, dtype) for k, v in state.items()}
-        if weights:
-            _assign(model.classifier, state, root)
-
+    model = _build_model(
+        config, head, state if weights else None, root, dtype=dtype, attn_implementation=attn_implementation
+    )
     if weights:
         model.to(device)
     model.eval()
@@ -145,6 +133,31 @@ def load_reward_model(
         description=raw.get("paretorm_description"),
         path=root,
     )
+
+
+def _build_model(
+    config: Any,
+    head: ArmoRMHeadConfig | None,
+    state: dict[str, torch.Tensor] | None,
+    root: Path,
+    *,
+    dtype: torch.dtype,
+    attn_implementation: str,
+) -> RewardModel:
+    """The model built on `meta`, then given `state` (None: it stays on `meta`). ArmoRM: the backbone in
+    `dtype`, the heads in float32; a sequence classifier: all in `dtype`."""
+    if head is not None:
+        with parameters_on_meta():
+            model: RewardModel = ArmoRMRewardModel(config, head, attn_implementation=attn_implementation)
+        if state is not None:
+            cast = {k: _cast(v, dtype if k.startswith("model.") else torch.float32) for k, v in state.items()}
+            _assign(model, cast, root)
+        return model
+    with parameters_on_meta():
+        classifier = SequenceClassificationRewardModel(config, attn_implementation=attn_implementation)
+    if state is not None:
+        _assign(classifier.classifier, {k: _cast(v, dtype) for k, v in state.items()}, root)
+    return classifier
 
 
 def save_armorm_checkpoint(
