@@ -95,14 +95,6 @@ class FitOutcome:
     out: Path
 
 
-@dataclass
-class _Encoded:
-    items: list[EncodedItem]
-    kept: list[int]
-    """Indices (into the source list) of the items that were encoded."""
-    skipped: list[Skip]
-
-
 def default_cache_dir() -> Path:
     base = os.environ.get("PARETORM_CACHE_DIR") or Path.home() / ".cache" / "paretorm"
     return Path(base).expanduser() / "embeddings"
@@ -204,16 +196,35 @@ class _Fitter:
     def regression_heads(self, ratings: RatingData) -> tuple[RegressionResult, list[int], list[Skip]]:
         """Stage 1: ridge heads on the rating data; also which rating lines were used and which skipped."""
         examples = ratings.examples
-        enc = _encode(self.tokenizer, [ex.messages for ex in examples], [ex.line for ex in examples],
-                      self.pattern, ratings.path, self.cfg.max_tokens)  # fmt: skip
-        rating_emb = self.embed("ratings", enc.items)
-        labels = ratings.labels[enc.kept]
+        items, skipped = encode_conversations(
+            self.tokenizer, [ex.messages for ex in examples], self.pattern, path=ratings.path,
+            lines=[ex.line for ex in examples], max_tokens=self.cfg.max_tokens,
+        )  # fmt: skip
+        kept = [i for i, item in enumerate(items) if item is not None]
+        rating_emb = self.embed("ratings", [item for item in items if item is not None])
+        labels = ratings.labels[kept]
         heads = fit_regression_heads(rating_emb.last.float(), labels, ratings.objectives, self.cfg.ridge)
-        return heads, enc.kept, enc.skipped
+        return heads, kept, skipped
 
     def embed_pairs(self, name: str, data: PreferenceData) -> tuple[Embeddings, list[int], list[Skip]]:
-        """Chosen and rejected of every pair, embedded as interleaved conversations."""
-        return _embed_pairs(self.embed, name, self.tokenizer, data, self.pattern, self.cfg.max_tokens)
+        """Chosen and rejected of every pair, embedded as interleaved conversations, (pairs, 2, H); a pair
+        with either side over the token limit is dropped. Also the pairs kept and a skip per pair dropped."""
+        max_tokens, pairs = self.cfg.max_tokens, data.pairs
+        items, skipped = encode_conversations(
+            self.tokenizer, [c for p in pairs for c in (p.chosen, p.rejected)], self.pattern, path=data.path,
+            lines=[p.line for p in pairs for _ in range(2)], max_tokens=max_tokens,
+        )  # fmt: skip
+        kept = [i for i in range(len(pairs)) if items[2 * i] is not None and items[2 * i + 1] is not None]
+        if not kept:
+            raise ValueError(
+                f"{data.path}: every pair is over the {max_tokens}-token limit; raise --max-tokens"
+            )
+        both = [item for i in kept for item in (items[2 * i], items[2 * i + 1]) if item is not None]
+        emb = self.embed(name, both)
+        h = emb.last.shape[-1]
+        pairs_emb = Embeddings(emb.last.reshape(len(kept), 2, h), emb.gate.reshape(len(kept), 2, h))
+        by_line = {s.line: s for s in skipped}  # one entry per dropped pair
+        return pairs_emb, kept, list(by_line.values())
 
     def debias(
         self, regression: RegressionResult, pair_emb: Embeddings, reference: PreferenceData | None,
@@ -265,27 +276,6 @@ def _configured_pattern(backbone: Path) -> tuple[int, ...] | None:
     """A backbone that is itself a paretorm/ArmoRM checkpoint carries its gate pattern in config."""
     pattern = getattr(AutoConfig.from_pretrained(str(backbone)), "gating_token_pattern", None)
     return tuple(int(t) for t in pattern) if pattern else None
-
-
-def _encode(tokenizer, conversations, lines, pattern, path, max_tokens) -> _Encoded:  # type: ignore[no-untyped-def]
-    items, skipped = encode_conversations(tokenizer, conversations, pattern, path=path, lines=lines, max_tokens=max_tokens)
-    kept = [i for i, item in enumerate(items) if item is not None]
-    return _Encoded([items[i] for i in kept], kept, skipped)  # type: ignore[misc]
-
-
-def _embed_pairs(embed, name, tokenizer, data: PreferenceData, pattern, max_tokens):  # type: ignore[no-untyped-def]
-    """Embed chosen and rejected of every pair; a pair with either side over the token limit is dropped."""
-    convs = [c for p in data.pairs for c in (p.chosen, p.rejected)]
-    lines = [p.line for p in data.pairs for _ in range(2)]
-    items, skipped = encode_conversations(tokenizer, convs, pattern, path=data.path, lines=lines, max_tokens=max_tokens)
-    kept = [i for i in range(len(data.pairs)) if items[2 * i] is not None and items[2 * i + 1] is not None]
-    if not kept:
-        raise ValueError(f"{data.path}: every pair is over the {max_tokens}-token limit; raise --max-tokens")
-    emb = embed(name, [items[2 * i + s] for i in kept for s in (0, 1)])
-    h = emb.last.shape[-1]
-    pairs_emb = Embeddings(emb.last.reshape(len(kept), 2, h), emb.gate.reshape(len(kept), 2, h))
-    by_line = {s.line: s for s in skipped}  # one entry per dropped pair
-    return pairs_emb, kept, list(by_line.values())
 
 
 def _pairs(emb: Embeddings, weight: torch.Tensor, transform: torch.Tensor, *, same_prompt: bool) -> PreferencePairs:
