@@ -55,9 +55,9 @@ test: install-test
 
 # The second CI stage: trainer learning tests (20-60 steps of each algorithm on a tiny policy against a real
 # service; each asserts a stated margin on held-out prompts) and the `second_stage` end-to-end checks (FSDP kill and
-# resume). Kept out of `make test` to hold it near 10 minutes.
+# resume; `--backend vllm --engine-process` behind HTTP). Kept out of `make test` to hold it near 10 minutes.
 test-learning: install-test
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests/training -m "learning or second_stage" $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -m "learning or second_stage" $(PYTEST_ARGS)
 
 # The images for real (deploy/README.md "make test-deploy"): as root, apt-installs Docker & co. if missing, starts
 # dockerd (stopped after), builds a debootstrap base and the CPU image (left tagged paretorm:<version>-cpu), runs

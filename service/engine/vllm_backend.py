@@ -122,6 +122,20 @@ def release_backbone(model: Any, heads_device: str) -> Any:
     return model
 
 
+def bind_vllm_threads(setting: int | None) -> str:
+    """Set `VLLM_CPU_OMP_THREADS_BIND` to --torch-threads' or the CPU quota's worth of cores, unless the
+    operator set it; returns the binding and why, for the start-up log (the transformers backend logs its
+    `torch threads` the same way)."""
+    preset = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    if preset is not None:
+        return f"{preset} (set in the environment)"
+    bind = vllm_cpu_binding(setting)
+    if bind is None:
+        return "auto (vLLM's own choice: neither --torch-threads nor a CPU quota caps the threads)"
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+    return f"{bind} (--torch-threads or the cgroup CPU quota)"
+
+
 class VllmBackend:
     name = "vllm"
     packed = False  # vLLM schedules its own tokens; the planner keeps the padded budget
@@ -144,9 +158,7 @@ class VllmBackend:
             # operator set these; see environment.md §4 for what vllm-cpu needs.
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-            bind = vllm_cpu_binding(settings.torch_threads)  # a CPU quota or --torch-threads: that many cores
-            if bind is not None:
-                os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
+            logger.info("vLLM CPU threads bound to: %s", bind_vllm_threads(settings.torch_threads))
         from vllm import LLM, PoolingParams, envs
         from vllm.config import PoolerConfig
 

@@ -16,14 +16,18 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 # vLLM's engine in the service's process: one `token_embed` prompt per item (AllStates); in its own
 # process: two LAST-pooled prompts per item (LastStates). See service/engine/vllm_states.py. The first runs
 # in fp32, so a state read from the wrong position (or overwritten by a later step) shows against the fp32
-# reference; the second in bf16, within its noise.
+# reference; the second in bf16, within its noise. With `--engine-process` the whole backend, vLLM's engine
+# in it, runs in the service's spawned child, in the child's process (AllStates again); a second-stage check
+# (`make test-learning`), as it starts vLLM once more.
 LAYOUTS = {
-    "in-process": ("0", "token_embed", "float32", 1e-4),
-    "own-process": ("1", "embed", "bfloat16", 0.05),
+    "in-process": ("0", "token_embed", "float32", 1e-4, []),
+    "own-process": ("1", "embed", "bfloat16", 0.05, []),
+    "engine-process": ("0", "token_embed", "float32", 1e-4, ["--engine-process"]),
 }
+ENGINES = ["in-process", "own-process", pytest.param("engine-process", marks=pytest.mark.second_stage)]
 
 
-@pytest.mark.parametrize("engine", sorted(LAYOUTS))
+@pytest.mark.parametrize("engine", ENGINES)
 def test_vllm_backend_serves_the_same_api_as_the_fp32_reference(
     tiny_armorm_dir: Path, service: ServiceProcess, tmp_path: Path, engine: str
 ) -> None:
@@ -35,9 +39,9 @@ def test_vllm_backend_serves_the_same_api_as_the_fp32_reference(
             "items": [{"prompt": "Hi", "response": "Hello there!"}], "weights": {"helpsteer-helpfulness": 1.0}}
     reference = httpx.post(service.url + "/v1/score", json=body, timeout=60,
                            headers={"Authorization": f"Bearer {API_KEY}"}).json()
-    multiprocessing, task, dtype, atol = LAYOUTS[engine]
+    multiprocessing, task, dtype, atol, extra = LAYOUTS[engine]
     args = ["--backend", "vllm", "--dtype", dtype, "--cache-dir", str(tmp_path / "cache"),
-            "--max-input-tokens", "256", "--max-batch-tokens", "4096", "--result-cache-items", "0"]
+            "--max-input-tokens", "256", "--max-batch-tokens", "4096", "--result-cache-items", "0", *extra]
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": multiprocessing}
     with ServiceProcess(tiny_armorm_dir, args=args, env=env, log_path=tmp_path / "vllm.log") as vllm_service:
         info = httpx.get(vllm_service.url + "/v1/model", timeout=30).json()

@@ -7,13 +7,21 @@ device. `meta` stands in for an accelerator: a tensor that reached it did not st
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from service.engine.types import EncodedConversation
-from service.engine.vllm_backend import VllmBackend, export_backbone, load_device, release_backbone
+from service.engine.vllm_backend import (
+    VllmBackend,
+    bind_vllm_threads,
+    export_backbone,
+    load_device,
+    release_backbone,
+)
 from service.engine.vllm_states import AllStates
 from service.model import load_reward_model
 from service.settings import ServiceSettings
@@ -61,3 +69,15 @@ def test_vllm_host_states_reach_the_heads_on_their_device() -> None:
     assert llm.calls == [[(5, 6, 7, 8), (5, 6, 9)]]
     np.testing.assert_array_equal(rows.score, [0.0, 1.0])
     assert rows.computed_tokens == 4 + 1  # the second prompt's first block came from the prefix cache
+
+
+def test_vllm_threads_follow_the_setting_unless_the_operator_bound_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first_core = str(min(os.sched_getaffinity(0)))
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    assert bind_vllm_threads(1) == f"{first_core} (--torch-threads or the cgroup CPU quota)"
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == first_core
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")
+    assert bind_vllm_threads(1) == "0-1 (set in the environment)"  # the operator's binding stands
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
