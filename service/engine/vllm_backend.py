@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -122,17 +122,17 @@ def release_backbone(model: Any, heads_device: str) -> Any:
     return model
 
 
-def bind_vllm_threads(setting: int | None) -> str:
-    """Set `VLLM_CPU_OMP_THREADS_BIND` to --torch-threads' or the CPU quota's worth of cores, unless the
-    operator set it; returns the binding and why, for the start-up log (the transformers backend logs its
-    `torch threads` the same way)."""
-    preset = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+def bind_vllm_threads(setting: int | None, env: MutableMapping[str, str] = os.environ) -> str:
+    """Set `VLLM_CPU_OMP_THREADS_BIND` in `env` to --torch-threads' or the CPU quota's worth of cores, unless
+    the operator set it; returns the binding and why, for the start-up log (the transformers backend logs
+    its `torch threads` the same way)."""
+    preset = env.get("VLLM_CPU_OMP_THREADS_BIND")
     if preset is not None:
         return f"{preset} (set in the environment)"
     bind = vllm_cpu_binding(setting)
     if bind is None:
         return "auto (vLLM's own choice: neither --torch-threads nor a CPU quota caps the threads)"
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = bind
+    env["VLLM_CPU_OMP_THREADS_BIND"] = bind
     return f"{bind} (--torch-threads or the cgroup CPU quota)"
 
 

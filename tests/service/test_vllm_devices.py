@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from service.engine.types import EncodedConversation
@@ -71,13 +70,11 @@ def test_vllm_host_states_reach_the_heads_on_their_device() -> None:
     assert rows.computed_tokens == 4 + 1  # the second prompt's first block came from the prefix cache
 
 
-def test_vllm_threads_follow_the_setting_unless_the_operator_bound_them(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_vllm_threads_follow_the_setting_unless_the_operator_bound_them() -> None:
     first_core = str(min(os.sched_getaffinity(0)))
-    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
-    assert bind_vllm_threads(1) == f"{first_core} (--torch-threads or the cgroup CPU quota)"
-    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == first_core
-    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-1")
-    assert bind_vllm_threads(1) == "0-1 (set in the environment)"  # the operator's binding stands
-    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    env: dict[str, str] = {}
+    assert bind_vllm_threads(1, env) == f"{first_core} (--torch-threads or the cgroup CPU quota)"
+    assert env == {"VLLM_CPU_OMP_THREADS_BIND": first_core}
+    operators = {"VLLM_CPU_OMP_THREADS_BIND": "0-1"}
+    assert bind_vllm_threads(1, operators) == "0-1 (set in the environment)"  # the operator's binding stands
+    assert operators == {"VLLM_CPU_OMP_THREADS_BIND": "0-1"}
