@@ -32,9 +32,10 @@ class ServiceSettings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     dtype: Dtype = Field(
         default="float32",
-        description="Backbone dtype. bfloat16 is 2-4x faster where the CPU multiplies it natively "
-        "(AVX512-BF16, AMX) and many times slower where not (AVX2 only); `auto` measures at start-up and "
-        "takes bfloat16 where it is >= 1.25x faster (`service.model.dtype_probe`), float32 otherwise.",
+        description="Backbone dtype. bfloat16 is 2-4x faster on some CPUs (AMX; AMD's AVX512-BF16), slower "
+        "on others (an Intel AVX512-BF16 CPU without AMX: ~0.5x) and many times slower with AVX2 only; "
+        "`auto` measures at start-up and takes bfloat16 where it is >= 1.25x faster "
+        "(`service.model.dtype_probe`), float32 otherwise.",
     )
     device: str = Field(default="cpu", description="torch device: cpu, cuda, cuda:1, ...")
     backend: Backend = Field(default="transformers", description="Backbone engine: transformers or vllm.")
@@ -142,7 +143,8 @@ class ServiceSettings(BaseSettings):
         ge=0,
         description="Memory for prompt states kept across batches (a GRPO group split over several batches "
         "computes its prompt once); 0 = off. An entry costs layers x 2 x kv_heads x head_dim x prompt tokens "
-        "x bytes per value (3.5 MB for a 428-token prompt on a 4-layer 512-hidden bf16 backbone).",
+        "x bytes per value (3.5 MB for a 428-token prompt on a 4-layer 512-hidden bf16 backbone). Held as one "
+        "block of this size from the first forward on (`service/engine/prefix_cache.py`).",
     )
     result_cache_items: int = Field(
         default=0, ge=0, description="Scores kept for exact repeats of an input (LRU); 0 = off."

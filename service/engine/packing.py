@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from service.engine.lru import PrefixState, PrefixStateCache
+from service.engine.prefix_cache import PrefixState, PrefixStateCache
 from service.engine.types import EncodedConversation, Unit
 from service.model.attention_plans import AttentionPlan
 from service.model.packed_attention import AttentionSequence

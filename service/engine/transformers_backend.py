@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from transformers import DynamicCache
 
-from service.engine.lru import PrefixState, PrefixStateCache
 from service.engine.outputs import pack_output, rows_from_stacked
 from service.engine.packing import build_layout
 from service.engine.planning import as_batch
+from service.engine.prefix_cache import PrefixState, PrefixStateCache
 from service.engine.thread_tuning import ThreadWidthTuner
 from service.engine.types import Batch, EncodedConversation, ScoreRows, ScoringBackend
 from service.model.packed_decoder import PackedDecoder, unsupported_reason
@@ -195,9 +195,9 @@ class TransformersBackend:
             if key is None or key in self._prefix_cache:
                 continue
             p = row.prefix_len
-            layers = [(layer.keys[i : i + 1, :, :p].clone(), layer.values[i : i + 1, :, :p].clone())
-                      for layer in cache.layers]  # clones: a view would pin the whole batch's tensors
-            self._prefix_cache.store(key, (gate_hidden[i].clone(), layers))
+            layers = [(layer.keys[i : i + 1, :, :p], layer.values[i : i + 1, :, :p])
+                      for layer in cache.layers]
+            self._prefix_cache.store(key, (gate_hidden[i].clone(), layers))  # copies the views into the slab
 
     def _prefix_state(self, row: EncodedConversation, prefix_len: int) -> PrefixState:
         """The prompt's gate state and keys/values: from the LRU, or one forward over the prompt."""

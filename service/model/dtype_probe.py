@@ -1,9 +1,12 @@
 """Which backbone dtype is fast on this machine, measured: `--dtype auto`, and a warning for a slow bfloat16.
 
-bfloat16 is 2-4x faster than float32 where the CPU multiplies it natively (AVX512-BF16, AMX-BF16), and many
-times slower where it does not: on an AMD EPYC with AVX2 only (Zen 3, no AVX-512), torch 2.13 ran a bf16
-linear layer at 17 GFLOP/s against float32's 110-154, and a bf16 `@` at 1 GFLOP/s (2026-12-06). So the
-choice is measured, not read from a vendor or a flag list: one linear layer in each dtype, alternating,
+bfloat16 is 2-4x faster than float32 on some CPUs and slower on others, and the CPU flags do not say which.
+Faster on an Intel Xeon with AMX-BF16 and on an AMD EPYC with AVX512-BF16. Slower on an Intel Xeon (family 6
+model 207) with AVX512-BF16 but no AMX: torch 2.13 ran a bf16 linear layer of the bench model's shapes at
+135-167 GFLOP/s (oneDNN's `avx512_core_bf16` kernel) against float32's 229-328 (2026-12-07). Many times
+slower with AVX2 only (AMD EPYC, Zen 3): a bf16 linear layer at 17 GFLOP/s against float32's 110-154, and a
+bf16 `@` at 1 GFLOP/s (2026-12-06). So the choice is measured, not read from a vendor or a flag list: one
+linear layer in each dtype, alternating,
 each keeping its best time (0.8 s on that EPYC, where every bfloat16 call is slow). Accelerators skip the
 measurement: CUDA GPUs that support bfloat16 run it on tensor cores.
 """
