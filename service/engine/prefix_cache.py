@@ -69,9 +69,10 @@ class SpanAllocator:
 class PrefixStateCache:
     """LRU of prompt states whose keys and values live in one slab of `max_bytes` (see the module docstring).
 
-    `get` hands out views into the slab. They stay valid until a later `store` evicts their entry, so a
-    caller reads them before it stores (the backend stores only after the forward that read them). The gate
-    state, one hidden vector, is a small tensor of its own and not counted against `max_bytes`.
+    `store` copies what it is given, so callers may hand it views. `get` hands out views into the slab. They
+    stay valid until a later `store` evicts their entry, so a caller reads them before it stores (the backend
+    stores only after the forward that read them). The gate state, one hidden vector, is a small tensor of its
+    own and not counted against `max_bytes`.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -117,14 +118,14 @@ class PrefixStateCache:
                 pair.append(view.copy_(tensor))
                 offset += tensor.numel()
             kept.append((pair[0], pair[1]))
-        self._entries[key] = ((gate, kept), span)
+        self._entries[key] = ((gate.clone(), kept), span)  # a clone: a view would pin its batch
 
     def _slab_for(self, like: torch.Tensor) -> torch.Tensor | None:
         if self._slab is None:
             elements = self.capacity // like.element_size()
             if elements == 0:
                 return None
-            # zeros, not empty: its pages are touched here, at the service's warm-up forward, not under traffic
+            # zeros, not empty: its pages are touched here, at the warm-up forward, not under traffic
             self._slab = torch.zeros(elements, dtype=like.dtype, device=like.device)
             self._spans = SpanAllocator(elements)
         if (self._slab.dtype, self._slab.device) != (like.dtype, like.device):

@@ -164,7 +164,7 @@ class TransformersBackend:
                 gate_hidden[item] = gate.cached
         if self._prefix_cache is not None:
             for (key, gate_readout), layers in zip(layout.keep_keys, kept, strict=True):
-                self._prefix_cache.store(key, (hidden[gate_readout].clone(), layers))
+                self._prefix_cache.store(key, (hidden[gate_readout], layers))
         stacked = pack_output(self._model.heads(reward_hidden, gate_hidden))
         return rows_from_stacked(stacked, layout.computed_tokens)
 
@@ -197,7 +197,7 @@ class TransformersBackend:
             p = row.prefix_len
             layers = [(layer.keys[i : i + 1, :, :p], layer.values[i : i + 1, :, :p])
                       for layer in cache.layers]
-            self._prefix_cache.store(key, (gate_hidden[i].clone(), layers))  # copies the views into the slab
+            self._prefix_cache.store(key, (gate_hidden[i], layers))  # it copies the views
 
     def _prefix_state(self, row: EncodedConversation, prefix_len: int) -> PrefixState:
         """The prompt's gate state and keys/values: from the LRU, or one forward over the prompt."""
