@@ -6,15 +6,15 @@ for a 428-token prompt on a 4-layer, 512-hidden bf16 backbone; 56 MB on Llama-3-
 first out.
 
 Why one preallocated slab instead of a tensor per entry: on a CPU every tensor comes from glibc malloc, and
-entries copied out during a forward (a few hundred KB per layer) land between that forward's large
-temporaries and outlive them. The heap then never has a hole big enough for the next forward's temporaries
-and keeps growing into fresh pages, each paid for with a page fault. Measured on the bench model (fp32,
-2-core Intel Xeon, 32 x 1 chat items, 256 MB cache): the server's RSS reached 2.7 GB against 0.88 GB with
-the cache off, and a fresh server took 277 000 page faults over its first 128 items (a forward 65 ms per
-item against 41-46 ms with the cache off), 76 000 over the third 128, none only after ~500 items. The slab is
-one allocation of the cache's size (a mmap above glibc's threshold), so entries live outside the heap the
-forwards use; it is zeroed when made (at the first store: the service's warm-up forward), so its pages are
-faulted in before traffic and the process holds the cache's full size from then on.
+entries copied out during a forward (a few hundred KB per layer) land between that forward's large temporaries
+and outlive them. The heap then never has a hole big enough for the next forward's temporaries and keeps
+growing into fresh pages, each paid for with a page fault. Measured on the bench model (fp32, 2-core Intel
+Xeon with AVX512-BF16, no AMX, 32 x 1 chat items, 256 MB cache): the server's RSS reached 2.7 GB against 0.88
+GB with the cache off, and a fresh server took 277 000 page faults over its first 128 items (a forward 65 ms
+per item against 41-46 ms with the cache off), 76 000 over the third 128, and the faults stopped only after
+~500 items. The slab is one allocation of the cache's size (a mmap above glibc's threshold), so entries live
+outside the heap the forwards use; it is zeroed when made (at the first store: the service's warm-up forward),
+so its pages are faulted in before traffic and the process holds the cache's full size from then on.
 """
 
 from __future__ import annotations
@@ -105,11 +105,9 @@ class PrefixStateCache:
             return
         self._evict(key)
         span = self._spans.allocate(need)
-        while span is None and self._entries:
+        while span is None:  # with every entry evicted the whole slab is free, and `need` fits in it
             self._evict(next(iter(self._entries)))
             span = self._spans.allocate(need)
-        if span is None:  # unreachable: with every entry evicted the whole slab is free
-            return
         offset, kept = span[0], []
         for keys, values in layers:
             pair = []
