@@ -31,6 +31,7 @@ __all__ = [
     "cgroup_cpu_limit",
     "choose_torch_threads",
     "cpu_budget",
+    "cpu_list",
     "vllm_cpu_binding",
 ]
 
@@ -167,7 +168,17 @@ def vllm_cpu_binding(setting: int | None, budget: CpuBudget | None = None) -> st
     count = setting if setting is not None else budget.cpus if budget.cpus < budget.cores else None
     if count is None:
         return None
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(budget.cores))
+    return cpu_list(count, budget)
+
+
+def cpu_list(count: int | None = None, budget: CpuBudget | None = None) -> str:
+    """The first `count` CPUs of the affinity mask (all of them by default), listed one by one as
+    `VLLM_CPU_OMP_THREADS_BIND` takes them: a range "first-last" over a mask such as {0, 2, 5} would take
+    in CPUs outside it."""
+    if hasattr(os, "sched_getaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+    else:
+        cores = list(range((budget or cpu_budget()).cores))
     return ",".join(str(core) for core in cores[:count])
 
 

@@ -30,7 +30,7 @@ from typing import Protocol
 
 import torch
 
-from service.cpu_budget import vllm_cpu_binding
+from service.cpu_budget import cpu_list, vllm_cpu_binding
 from service.training.policy import Policy
 
 logger = logging.getLogger(__name__)
@@ -139,9 +139,7 @@ class VllmRollout:
             # vLLM's CPU worker binds the OpenMP pool of the process it runs in, by default to all cores but
             # one; in-process that would also leave the trainer's own forward and backward on fewer cores.
             # So: every core, or --torch-threads / the CPU quota's worth of them (`cpu_budget`).
-            # Listed one by one: a range "first-last" over a mask such as {0, 2, 5} takes in cores outside it.
-            every_core = ",".join(str(core) for core in sorted(os.sched_getaffinity(0)))
-            bind = vllm_cpu_binding(torch_threads) or every_core
+            bind = vllm_cpu_binding(torch_threads) or cpu_list()
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", bind)
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         from vllm import LLM

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.cpu_budget import CpuBudget, cgroup_cpu_limit, choose_torch_threads, vllm_cpu_binding
+from service.cpu_budget import CpuBudget, cgroup_cpu_limit, choose_torch_threads, cpu_list, vllm_cpu_binding
 from tests.support.service_process import PARETORM, ServiceProcess
 
 V2_MOUNT = "35 24 0:30 {root} /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate"
@@ -121,6 +121,12 @@ def test_vllm_is_bound_only_when_something_caps_its_threads() -> None:
     assert vllm_cpu_binding(None, CpuBudget(cores=len(cores), quota=None)) is None
     assert vllm_cpu_binding(1, CpuBudget(cores=len(cores), quota=None)) == str(cores[0])
     assert vllm_cpu_binding(None, CpuBudget(cores=len(cores), quota=1.0)) == str(cores[0])
+
+
+def test_the_cpu_list_names_every_cpu_of_the_mask_one_by_one() -> None:
+    cores = sorted(os.sched_getaffinity(0))
+    assert cpu_list() == ",".join(str(core) for core in cores)  # never "first-last": masks may have gaps
+    assert cpu_list(1) == str(cores[0])
 
 
 @contextmanager
