@@ -60,6 +60,7 @@ def create_app(settings: ServiceSettings | None = None, runtime: Runtime | None 
                     model_thread, load_runtime, settings, model_thread
                 )
             await start_runtime(active)
+            app.state.on_ready()
         except Exception as error:
             logger.error("the model could not be loaded: %s", error, exc_info=not isinstance(error, ValueError))
             app.state.load_error = error
@@ -87,6 +88,7 @@ def create_app(settings: ServiceSettings | None = None, runtime: Runtime | None 
     app.state.runtime = None
     app.state.load_error = None
     app.state.on_fatal = lambda: None  # the server replaces this with "stop the process"
+    app.state.on_ready = lambda: None  # the server replaces this with "freeze the start-up heap"
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(scoring_routes.router)

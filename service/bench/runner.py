@@ -39,6 +39,7 @@ from service.bench.workload import (
     flatten_groups,
     rendered_texts,
 )
+from service.gc_freeze import freeze_startup_heap
 from service.malloc import SERVING_MALLOC_ENV, tune_malloc
 from service.settings import ServiceSettings
 
@@ -137,6 +138,7 @@ def _run(
     tokenizer = loaded.tokenizer
     source = WorkloadSource(tokenizer, cfg.seed)
     traffic = _traffic(cfg, source)
+    freeze_startup_heap()  # as `paretorm serve` does once ready: in-process rows without gc's long walks
     say("fp32 exactness check (prompt sharing on vs off) while the servers load")
     exactness = inproc.exactness_fp32(model_dir, traffic.grpo[: max(1, min(4, len(traffic.grpo)))])
     served = _wait_for_servers(cfg, srv, children)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from service.engine.types import Batch, ScoreRows, ScoringBackend, Timed
+from service.gc_freeze import freeze_startup_heap
 from service.malloc import glibc
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def _engine_main(conn: Connection, build: Callable[[], ScoringBackend]) -> None:
     except BaseException as error:  # noqa: BLE001 - every start-up failure goes back to the service
         conn.send(_failure(error))
         return
+    freeze_startup_heap()  # this process only runs batches from here on: see service.gc_freeze
     conn.send(BackendInfo(backend.name, backend.packed, getattr(backend, "forward", None),
                           getattr(backend, "attention_kernel", None)))
     while True:

@@ -147,6 +147,9 @@ class TrainerBase:
         if run.eval_prompts is not None:
             self.evaluate("after")
         self.after_training()
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
         return final
 
     def checkpoint(self, step: int) -> None:

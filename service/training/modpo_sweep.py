@@ -110,6 +110,7 @@ class ModpoSweep:
                                    [[len(c.token_ids) for c in g] for g in completions])  # fmt: skip
             means = self.world.mean({name: float(scored.objective(name).mean()) for name in scored.names})
             points.append({"w": w, "weights": weights, "policy": str(path), "means": means})
+        engine.close()
         return {"objective": self.cfg.objective, "objectives": list(rewards.names), "greedy": greedy,
                 "samples_per_prompt": n, "prompts": len(rows) * self.world.size, "points": points}  # fmt: skip
 

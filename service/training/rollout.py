@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -62,6 +62,10 @@ class RolloutEngine(Protocol):
 
     def sync(self, policy: Policy) -> float:
         """Make the next `generate` use ``policy``'s current weights; returns the seconds it took."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine; no `generate` or `sync` may follow."""
         ...
 
 
@@ -117,6 +121,9 @@ class GenerateRollout:
         completions = [self._cut(row) for row in rows]
         return [completions[i * per_prompt : (i + 1) * per_prompt] for i in range(len(prompts))]
 
+    def close(self) -> None:
+        self.policy = None  # type: ignore[assignment]
+
     def _cut(self, row: list[int]) -> Completion:
         eos = self.policy.eos_ids
         end = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
@@ -149,6 +156,7 @@ class VllmRollout:
         self.sync_dir = sync_dir
         self.eos_ids = policy.eos_ids
         started = time.perf_counter()
+        self.closed = False
         self.llm = LLM(
             model=str(policy.path), dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
             logprobs_mode="processed_logprobs", tensor_parallel_size=tensor_parallel_size,
@@ -158,14 +166,15 @@ class VllmRollout:
 
     def sync(self, policy: Policy) -> float:
         started = time.perf_counter()
+        llm = self._open_llm()
         # in the engine's dtype: vLLM would otherwise warn (and cast) tensor by tensor
         state = ((name, tensor.detach().to(self.dtype)) for name, tensor in policy.plain_state())
         if self.in_process:
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": state})
+            llm.collective_rpc("reload_weights", kwargs={"weights_iterator": state})
         else:
             policy.save_plain(self.sync_dir, dict(state))
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.sync_dir)})
-        self.llm.reset_prefix_cache()
+            llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.sync_dir)})
+        llm.reset_prefix_cache()
         return time.perf_counter() - started
 
     def generate(self, prompts: list[list[int]], n: int, sampling: Sampling, seed: int) -> list[list[Completion]]:
@@ -177,8 +186,25 @@ class VllmRollout:
             top_p=1.0 if sampling.greedy else sampling.top_p, max_tokens=sampling.max_new_tokens,
             logprobs=0, seed=seed, stop_token_ids=sorted(self.eos_ids),
         )  # fmt: skip
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], params, use_tqdm=False)
+        requests = [TokensPrompt(prompt_token_ids=p) for p in prompts]
+        outputs = self._open_llm().generate(requests, params, use_tqdm=False)
         return [[_completion(o) for o in request.outputs] for request in outputs]
+
+    def close(self) -> None:
+        """Stop vLLM's engine now. Left to interpreter exit, its shutdown unfreezes the garbage collector's
+        frozen heap (vLLM freezes it at start-up), and the exit then walks every object (`service.gc_freeze`).
+        """
+        if self.closed:
+            return
+        core = getattr(self.llm.llm_engine, "engine_core", None)
+        if core is not None:
+            core.shutdown()
+        self.closed = True
+
+    def _open_llm(self) -> Any:
+        if self.closed:
+            raise RuntimeError("this vLLM rollout engine was closed; build a new one with build_rollout")
+        return self.llm
 
 
 def _unsharded_copy(policy: Policy) -> Policy:

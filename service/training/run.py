@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from service.cpu_budget import apply_torch_threads
+from service.gc_freeze import freeze_startup_heap
 from service.training.config import ConfigError, RunConfig
 from service.training.distributed import close_world, init_world
 from service.training.loop import TrainerBase
@@ -53,6 +54,7 @@ def run_training(algorithm: str, run: RunConfig, cfg: Any) -> int:
         return 2
     finally:
         close_world(world)
+    freeze_startup_heap()  # the trainer and its rollout engine are gone: exit without walking the rest
     if world.is_main:
         print(f"paretorm train {algorithm}: done; the trained policy is in {final}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -83,5 +84,8 @@ def test_readiness_waits_for_model_and_warm_up(tiny_armorm_dir: Path, tmp_path: 
             time.sleep(0.02)
         assert seen and seen[-1] == 200
         assert set(seen) <= {200, 503}
+        # the start-up heap (torch, transformers, the model) is frozen out of gc's walks once ready
+        frozen = re.search(r"froze (\d+) start-up objects", (tmp_path / "serve.log").read_text())
+        assert frozen is not None and int(frozen.group(1)) > 100_000
     finally:
         service.kill()

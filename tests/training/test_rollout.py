@@ -45,7 +45,14 @@ with torch.no_grad():
 stale = gap()
 vllm.sync(policy)
 synced = gap()
-print(json.dumps({"greedy_equal": same, "before": before, "stale": stale, "synced": synced}))
+vllm.close()
+try:
+    vllm.generate(prompts, 1, greedy, 0)
+    after_close = "generated"
+except RuntimeError as error:
+    after_close = str(error)
+print(json.dumps({"greedy_equal": same, "before": before, "stale": stale, "synced": synced,
+                  "after_close": after_close}))
 """
 
 
@@ -58,6 +65,7 @@ def test_vllm_matches_generate_and_follows_weight_sync(tmp_path: Path, tiny_poli
     assert figures["before"] < 1e-4  # vLLM's sampling log-probs are the policy's (fp32)
     assert figures["stale"] > 100 * max(figures["before"], 1e-6)  # weights moved, engine not told: a gap
     assert figures["synced"] < 1e-4  # after reload_weights the engine samples from the new weights
+    assert "rollout engine was closed" in figures["after_close"]  # close() stopped vLLM's engine, not exit
 
 
 def test_bench_rollout_prints_both_engines(tmp_path: Path, tiny_policy_dir: Path, prompts_file: Path) -> None:
