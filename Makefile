@@ -54,8 +54,9 @@ test: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The second CI stage: trainer learning tests (20-60 steps of each algorithm on a tiny policy against a real
-# service; each asserts a stated margin on held-out prompts) and the `second_stage` end-to-end checks (FSDP kill and
-# resume; `--backend vllm --engine-process` behind HTTP). Kept out of `make test` to hold it near 10 minutes.
+# service; each asserts a stated margin on held-out prompts) and the `second_stage` end-to-end checks (FSDP
+# runs, kill and resume; LoRA's and CGPO's kill and resume; `--backend vllm --engine-process` behind HTTP).
+# Kept out of `make test` to hold it near 10 minutes; `.ci/run` runs both.
 test-learning: install-test
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest tests -m "learning or second_stage" $(PYTEST_ARGS)
 

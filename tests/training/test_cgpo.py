@@ -42,6 +42,8 @@ def _inputs(tmp_path: Path) -> tuple[Path, Path]:
     return tasks, prompts
 
 
+# ~55 s, so the second stage; the default run has CRPG and CODPO (torchrun) and CRRAFT's losses (unit tests)
+@pytest.mark.second_stage
 def test_cgpo_three_tasks_killed_and_resumed_continues_exactly(
     tmp_path: Path, tiny_policy_dir: Path, reward_service: ServiceProcess
 ) -> None:

@@ -80,6 +80,7 @@ def digest_of(directory: Path) -> str:
 
 
 @torchrun_test
+@pytest.mark.second_stage  # ~30 s each, with the next: a variant of the DDP runs that the default run proves
 def test_fsdp_shards_trains_and_exports_whole_weights(runs: Runs, tiny_policy_dir: Path) -> None:
     out = runs.get("fsdp", "--fsdp")
     info = training_info(out)
@@ -100,6 +101,7 @@ def test_fsdp_shards_trains_and_exports_whole_weights(runs: Runs, tiny_policy_di
 
 
 @torchrun_test
+@pytest.mark.second_stage
 def test_fsdp_steps_match_ddp_with_the_same_seeds(runs: Runs) -> None:
     fsdp, ddp = metrics(runs.get("fsdp", "--fsdp")), metrics(runs.get("ddp"))
     assert [r["step"] for r in fsdp] == [r["step"] for r in ddp] == [1, 2, 3]

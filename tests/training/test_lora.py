@@ -76,6 +76,7 @@ def test_export_is_a_merged_causal_lm_and_checkpoint_the_adapter_alone(tiny_poli
 @pytest.mark.vllm
 @pytest.mark.slow
 @pytest.mark.timeout(900)
+@pytest.mark.second_stage  # ~55 s; the full-weight GRPO kill-and-resume is proven in the default run
 def test_grpo_with_lora_over_http_resumes_exactly(
     tmp_path: Path, tiny_policy_dir: Path, prompts_file: Path, reward_service: ServiceProcess
 ) -> None:
