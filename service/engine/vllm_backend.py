@@ -35,6 +35,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from service import orphan_guard
 from service.cpu_budget import vllm_cpu_binding
 from service.engine.outputs import pack_output, rows_from_stacked
 from service.engine.types import Batch, EncodedConversation, ScoreRows
@@ -140,11 +141,15 @@ class VllmBackend:
     name = "vllm"
     packed = False  # vLLM schedules its own tokens; the planner keeps the padded budget
 
-    def __init__(self, llm: Any, heads_model: Any, layout: StateLayout, *, device: str = "cpu") -> None:
+    def __init__(
+        self, llm: Any, heads_model: Any, layout: StateLayout, *, device: str = "cpu",
+        guard: orphan_guard.Guard | None = None,
+    ) -> None:
         self._llm = llm
         self._heads = heads_model
         self._layout = layout
         self._device = torch.device(device)  # the heads' device: vLLM's states are moved here
+        self._guard = guard  # kills vLLM's engine processes if this one dies (`orphan_guard`)
 
     @classmethod
     def from_loaded(cls, loaded: Any, settings: Any, **llm_options: Any) -> VllmBackend:
@@ -167,8 +172,11 @@ class VllmBackend:
         backbone_dir = export_backbone(loaded, Path(settings.cache_dir))
         release_backbone(loaded.model, settings.device)
         options = {**engine_options(settings), "pooler_config": PoolerConfig(**layout.pooler), **llm_options}
+        before = orphan_guard.descendants()
         llm = LLM(model=str(backbone_dir), **options)
-        return cls(llm, loaded.model, layout, device=settings.device)
+        engine_processes = orphan_guard.descendants() - before  # none when the engine runs in this process
+        guard = orphan_guard.guard(engine_processes)
+        return cls(llm, loaded.model, layout, device=settings.device, guard=guard)
 
     @torch.inference_mode()
     def run(self, batch: Batch | Sequence[EncodedConversation]) -> ScoreRows:

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from service.orphan_guard import descendants
+
 
 def item(i: int, tag: str = "") -> dict[str, str]:
     return {"prompt": f"Question {tag}{i}: what is {i} plus {i}?", "response": f"It is {2 * i}, {tag}{i}."}
@@ -47,16 +49,7 @@ async def post_many(url: str, bodies: list[dict[str, Any]], headers: dict[str, s
 
 def process_tree(pid: int) -> list[int]:
     """`pid` and its descendants (the engine process, the judge worker): the service is all of them."""
-    tree, index = [pid], 0
-    while index < len(tree):
-        try:
-            tasks = os.listdir(f"/proc/{tree[index]}/task")
-            tree += [int(child) for task in tasks
-                     for child in Path(f"/proc/{tree[index]}/task/{task}/children").read_text().split()]
-        except OSError:
-            pass
-        index += 1
-    return tree
+    return [pid, *sorted(descendants(pid))]
 
 
 def status_mb(pid: int, field: str) -> float:

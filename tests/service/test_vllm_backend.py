@@ -8,6 +8,8 @@ import httpx
 import numpy as np
 import pytest
 
+from service.orphan_guard import descendants
+from tests.support.processes import alive, gone_within
 from tests.support.service_process import ServiceProcess
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -44,6 +46,7 @@ def test_vllm_backend_serves_the_same_api_as_the_fp32_reference(
             "--max-input-tokens", "256", "--max-batch-tokens", "4096", "--result-cache-items", "0", *extra]
     env = {"VLLM_ENABLE_V1_MULTIPROCESSING": multiprocessing}
     with ServiceProcess(tiny_armorm_dir, args=args, env=env, log_path=tmp_path / "vllm.log") as vllm_service:
+        started = descendants(vllm_service.process.pid)  # vLLM's engine processes, the judge worker, a guard
         info = httpx.get(vllm_service.url + "/v1/model", timeout=30).json()
         assert info["backend"] == "vllm" and info["dtype"] == dtype and info["forward"] is None
         served = httpx.post(vllm_service.url + "/v1/score", json=body, timeout=120).json()
@@ -53,6 +56,8 @@ def test_vllm_backend_serves_the_same_api_as_the_fp32_reference(
         after = computed_per_real(vllm_service.url)
         bad = httpx.post(vllm_service.url + "/v1/score", timeout=30,
                          json={"items": [{"messages": [{"role": "user", "content": "no reply"}]}]})
+    # the service was SIGKILLed on leaving the block: nothing it started may outlive it (`orphan_guard`)
+    assert gone_within(started, 15), [pid for pid in started if alive(pid)]
     assert bad.status_code == 422
     assert served["objectives"] == reference["objectives"]
     pairs = list(zip(served["groups"][0]["results"] + served["results"],
