@@ -28,16 +28,31 @@ from pathlib import Path
 @dataclass(frozen=True, slots=True)
 class Guard:
     process: subprocess.Popen[bytes]
-    write_fd: int  # held open for the service's life: its closing is the guard's signal
+    write_fd: int  # held open while the guarded processes are wanted: its closing is the guard's signal
+
+    def release(self) -> None:
+        """End the guard now, as this process's death would: it kills what still runs of its processes."""
+        _LIVE.remove(self)
+        os.close(self.write_fd)
+        self.process.wait(timeout=10)
+
+
+_LIVE: list[Guard] = []  # this process's guards, held for its life unless released (no caller must keep one)
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """`/proc/<pid>/stat` from field 3 (the state) on, past the command name, which may hold spaces and
+    parentheses; None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
 
 
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (`/proc/<pid>/stat` field 22), None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def descendants(pid: int | None = None) -> set[int]:
@@ -45,13 +60,9 @@ def descendants(pid: int | None = None) -> set[int]:
     root = os.getpid() if pid is None else pid
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(parent, []).append(int(entry.name))
+        fields = stat_fields(int(entry.name)) if entry.name.isdigit() else None
+        if fields is not None:
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
     found: set[int] = set()
     stack = [root]
     while stack:
@@ -74,7 +85,8 @@ def guard(pids: Iterable[int]) -> Guard | None:
         pass_fds=(read_fd,), start_new_session=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     os.close(read_fd)
-    return Guard(process, write_fd)
+    _LIVE.append(Guard(process, write_fd))
+    return _LIVE[-1]
 
 
 def _wait_then_kill(read_fd: int, targets: list[str]) -> None:

@@ -141,15 +141,11 @@ class VllmBackend:
     name = "vllm"
     packed = False  # vLLM schedules its own tokens; the planner keeps the padded budget
 
-    def __init__(
-        self, llm: Any, heads_model: Any, layout: StateLayout, *, device: str = "cpu",
-        guard: orphan_guard.Guard | None = None,
-    ) -> None:
+    def __init__(self, llm: Any, heads_model: Any, layout: StateLayout, *, device: str = "cpu") -> None:
         self._llm = llm
         self._heads = heads_model
         self._layout = layout
         self._device = torch.device(device)  # the heads' device: vLLM's states are moved here
-        self._guard = guard  # kills vLLM's engine processes if this one dies (`orphan_guard`)
 
     @classmethod
     def from_loaded(cls, loaded: Any, settings: Any, **llm_options: Any) -> VllmBackend:
@@ -174,9 +170,9 @@ class VllmBackend:
         options = {**engine_options(settings), "pooler_config": PoolerConfig(**layout.pooler), **llm_options}
         before = orphan_guard.descendants()
         llm = LLM(model=str(backbone_dir), **options)
-        engine_processes = orphan_guard.descendants() - before  # none when the engine runs in this process
-        guard = orphan_guard.guard(engine_processes)
-        return cls(llm, loaded.model, layout, device=settings.device, guard=guard)
+        # vLLM's engine processes (none when it runs in this one) die with this process, however it dies
+        orphan_guard.guard(orphan_guard.descendants() - before)
+        return cls(llm, loaded.model, layout, device=settings.device)
 
     @torch.inference_mode()
     def run(self, batch: Batch | Sequence[EncodedConversation]) -> ScoreRows:

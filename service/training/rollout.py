@@ -203,6 +203,8 @@ class VllmRollout:
         core = getattr(self.llm.llm_engine, "engine_core", None)
         if core is not None:
             core.shutdown()
+        if self.guard is not None:
+            self.guard.release()  # kills what the shutdown left running, and ends the guard process
         self.closed = True
 
     def _open_llm(self) -> Any:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 
-from service.orphan_guard import descendants, start_time
+from service.orphan_guard import descendants, guard, start_time
 from tests.support.processes import alive, gone_within
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
@@ -62,3 +62,16 @@ def test_descendants_reach_grandchildren_and_only_them() -> None:
     finally:
         os.kill(grandchild, signal.SIGKILL)
         spawner.wait(timeout=10)
+
+
+def test_release_kills_what_still_runs_and_ends_the_guard() -> None:
+    sleeper = subprocess.Popen(SLEEPER)
+    try:
+        watch = guard({sleeper.pid})
+        assert watch is not None
+        watch.release()  # what a closed vLLM rollout does once vLLM's own shutdown has run
+        assert watch.process.returncode == 0
+        assert gone_within([sleeper.pid], 10)
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from pathlib import Path
+
+from service.orphan_guard import stat_fields
 
 
 def alive(pid: int) -> bool:
     """Running, not a zombie left for a parent (or a container's PID 1) that does not reap it."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def gone_within(pids: Iterable[int], seconds: float) -> bool:
