@@ -20,9 +20,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,14 @@ def guard(pids: Iterable[int]) -> Guard | None:
     os.close(read_fd)
     _LIVE.append(Guard(process, write_fd))
     return _LIVE[-1]
+
+
+def start_guarded(start: Callable[[], T]) -> tuple[T, Guard | None]:
+    """`start()` (vLLM's `LLM(...)`, say), with a guard over every process it left running below this one;
+    no guard where it started none (vLLM's engine in this process)."""
+    before = descendants()
+    started = start()
+    return started, guard(descendants() - before)
 
 
 def _wait_then_kill(read_fd: int, targets: list[str]) -> None:

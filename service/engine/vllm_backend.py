@@ -168,10 +168,8 @@ class VllmBackend:
         backbone_dir = export_backbone(loaded, Path(settings.cache_dir))
         release_backbone(loaded.model, settings.device)
         options = {**engine_options(settings), "pooler_config": PoolerConfig(**layout.pooler), **llm_options}
-        before = orphan_guard.descendants()
-        llm = LLM(model=str(backbone_dir), **options)
         # vLLM's engine processes (none when it runs in this one) die with this process, however it dies
-        orphan_guard.guard(orphan_guard.descendants() - before)
+        llm, _ = orphan_guard.start_guarded(lambda: LLM(model=str(backbone_dir), **options))
         return cls(llm, loaded.model, layout, device=settings.device)
 
     @torch.inference_mode()

@@ -158,14 +158,12 @@ class VllmRollout:
         self.eos_ids = policy.eos_ids
         started = time.perf_counter()
         self.closed = False
-        before = orphan_guard.descendants()
-        self.llm = LLM(
+        # a SIGKILLed trainer must not leave vLLM's engine holding the memory its resumed run needs
+        self.llm, self.guard = orphan_guard.start_guarded(lambda: LLM(
             model=str(policy.path), dtype=dtype, enforce_eager=True, max_model_len=max_model_len, seed=seed,
             logprobs_mode="processed_logprobs", tensor_parallel_size=tensor_parallel_size,
             max_num_seqs=max_num_seqs, gpu_memory_utilization=0.3,
-        )  # fmt: skip
-        # a SIGKILLed trainer must not leave vLLM's engine holding the memory its resumed run needs
-        self.guard = orphan_guard.guard(orphan_guard.descendants() - before)
+        ))  # fmt: skip
         logger.info("vLLM rollout engine ready in %.1f s", time.perf_counter() - started)
 
     def sync(self, policy: Policy) -> float:
