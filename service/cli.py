@@ -76,7 +76,6 @@ def _run_serve(args: argparse.Namespace) -> int:
     tune_malloc()  # before the model loads: its buffers then stay mapped between forwards
     from pydantic import ValidationError
 
-    from service.server import serve
     from service.settings import ServiceSettings
 
     overrides = {key: value for key, value in vars(args).items() if key not in {"run", "command"} and value is not None}
@@ -87,6 +86,8 @@ def _run_serve(args: argparse.Namespace) -> int:
             field = ".".join(str(part) for part in problem["loc"]) or "settings"
             print(f"paretorm serve: {field}: {problem['msg']}", file=sys.stderr)
         return 2
+    from service.server import serve  # torch, transformers, FastAPI: only once the settings are valid
+
     return serve(settings)
 
 

@@ -11,13 +11,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from service.fitting.data import DataError
-from service.fitting.debias import REFERENCE_CORR_THRESHOLD, REFERENCE_LAMBDA_GRID
-from service.fitting.gating_fit import GatingFitConfig
-from service.fitting.pipeline import FitConfig, run_fitting
-from service.fitting.regression import REFERENCE_ALPHAS, RidgeConfig
-from service.model.errors import CheckpointError
+from service.fitting.reference import REFERENCE_ALPHAS, REFERENCE_CORR_THRESHOLD, REFERENCE_LAMBDA_GRID
+
+if TYPE_CHECKING:
+    from service.fitting.pipeline import FitConfig
 
 
 def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -68,6 +67,10 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 
 def config_from_args(args: argparse.Namespace) -> FitConfig:
+    from service.fitting.gating_fit import GatingFitConfig  # torch: only once the arguments parse
+    from service.fitting.pipeline import FitConfig
+    from service.fitting.regression import RidgeConfig
+
     return FitConfig(
         backbone=args.backbone, ratings=args.ratings, preferences=args.preferences, out=args.out,
         objectives=tuple(args.objectives) if args.objectives else None,
@@ -88,6 +91,10 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
 
 
 def run_fit(args: argparse.Namespace) -> int:
+    from service.fitting.data import DataError
+    from service.fitting.pipeline import run_fitting
+    from service.model.errors import CheckpointError
+
     try:
         outcome = run_fitting(config_from_args(args))
     except (DataError, CheckpointError, ValueError) as exc:

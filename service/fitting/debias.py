@@ -23,13 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from service.fitting.reference import REFERENCE_CORR_THRESHOLD, REFERENCE_LAMBDA_GRID
 from service.fitting.stats import pearson, rankdata
-
-REFERENCE_LAMBDA_GRID: tuple[float, ...] = (
-    0.0, 0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4,
-    0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95,
-)  # fmt: skip
-REFERENCE_CORR_THRESHOLD = 0.03
 
 
 @dataclass(frozen=True)

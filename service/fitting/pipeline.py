@@ -19,13 +19,13 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from service.fitting.data import PreferenceData, RatingData, Skip
 from service.fitting.data import read_intra_pairs, read_preferences, read_ratings
-from service.fitting.debias import REFERENCE_CORR_THRESHOLD, REFERENCE_LAMBDA_GRID, DebiasConfig, DebiasResult
-from service.fitting.debias import find_verbosity_penalties
+from service.fitting.debias import DebiasConfig, DebiasResult, find_verbosity_penalties
 from service.fitting.embed import BackboneEmbedder, Embeddings, cache_key, embed_with_cache
 from service.fitting.encoding import EncodedItem, encode_conversations
 from service.model.gate_pattern import derive_gate_pattern
 from service.fitting.gating_fit import GatingFitConfig, GatingFitResult, PreferencePairs, build_pairs, fit_gating
 from service.fitting.package import assemble_armorm, save_fitted_checkpoint
+from service.fitting.reference import REFERENCE_CORR_THRESHOLD, REFERENCE_LAMBDA_GRID
 from service.fitting.regression import RegressionResult, RidgeConfig, fit_regression_heads
 from service.fitting.report import build_report, write_report
 from service.model.armorm import ArmoRMRewardModel

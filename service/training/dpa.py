@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from service.objectives import Direction, direction_from_angle, render_dpa_system_prompt
-from service.training.config import ConfigError, DpaConfig, RunConfig
+from service.training.config import DpaConfig, RunConfig
 from service.training.data import PromptRow, read_prompts
 from service.training.distributed import World
 from service.training.loop import TrainerBase
@@ -40,10 +40,7 @@ class DpaTrainer(TrainerBase):
     def __init__(self, run: RunConfig, cfg: DpaConfig, world: World) -> None:
         self.cfg = cfg
         self._directions: dict[int, Direction] = {}
-        super().__init__(run, world)
-        unknown = [name for name in cfg.objectives if name not in self.rewards.names]
-        if unknown:
-            raise ConfigError(f"--dpa-objectives {unknown} not among the objectives {list(self.rewards.names)}")
+        super().__init__(run, world)  # `preflight` checked that --dpa-objectives are among its rewards
         labels = cfg.labels or cfg.objectives
         self.labels = dict(zip(cfg.objectives, labels, strict=True))
 

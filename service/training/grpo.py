@@ -112,7 +112,8 @@ class GrpoTrainer(TrainerBase):
             return {f"pama_weights/{name}": float(w) for name, w in zip(rewards.names, mean, strict=True)}
         if cfg.combine == "gated":
             return {"reward": float(rewards.gated.mean())}
-        return {"reward": float((rewards.values @ objective_weights(rewards, cfg, self.run.weights)).mean())}
+        weights = objective_weights(rewards.names, cfg, self.run.weights)
+        return {"reward": float((rewards.values @ weights).mean())}
 
 
 @dataclass

@@ -38,11 +38,8 @@ class ModpoTrainer(OfflineTrainer):
         super().__init__(run, cfg, world)
         self.objective = str(cfg.objective)
         self.trained_weight = float(run.weights[self.objective])
+        # `preflight` checked that every margin name is among the rewards
         self.margin_names = [n for n, w in run.weights.items() if n != self.objective and w != 0]
-        unknown = [n for n in self.margin_names if n not in self.rewards.names]
-        if unknown:
-            raise ConfigError(f"--weights {unknown}: not an objective of the service or a --rule-reward; "
-                              f"margins can be any of {list(self.rewards.names)}")  # fmt: skip
         self.margin_weights = torch.tensor([run.weights[n] for n in self.margin_names], dtype=torch.float32)
         self.margins = self._margin_rewards()  # [P, 2, M]
 

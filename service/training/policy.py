@@ -23,11 +23,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from service.default_model.backbone import file_fingerprint, require_gguf
 from service.default_model.build import default_cache_dir
-from service.training.config import ConfigError
+from service.training.config import SMOLLM2, ConfigError, local_policy_dir
 from service.training.data import Messages
 from service.training.lora import ADAPTER_CONFIG, LoraSettings, base_model, is_lora, load_adapter, plain_state, wrap_lora
 
-SMOLLM2 = "smollm2"
 _SMOLLM2_RECIPE = 1
 
 
@@ -65,13 +64,7 @@ def resolve_policy_dir(policy: str, cache_dir: Path | None = None) -> Path:
     """A local causal-LM directory for ``--policy`` (building ``smollm2`` on first use)."""
     if policy == SMOLLM2:
         return ensure_smollm2_policy(cache_dir)
-    path = Path(policy).expanduser()
-    if not (path / "config.json").is_file():
-        raise ConfigError(
-            f"--policy {policy}: not a local model directory (no config.json); give a HF causal-LM directory "
-            f"or '{SMOLLM2}' (nothing is downloaded)"
-        )
-    return path
+    return local_policy_dir(policy)
 
 
 def load_policy(path: Path, device: str = "cpu") -> Policy:

@@ -14,6 +14,16 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PARETORM, *args], capture_output=True, text=True, timeout=120)
 
 
+def run_without_torch(*args: str) -> subprocess.CompletedProcess[str]:
+    """``paretorm ARGS`` in a fresh interpreter that must exit without having imported torch: help and a
+    settings error answer at once, not after the seconds torch and transformers take to import."""
+    code = ("import atexit, sys; atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, "
+            "file=sys.stderr)); from service.cli import main; sys.exit(main(sys.argv[1:]))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+    assert result.stderr.strip().endswith("torch imported: False"), result.stderr[-2000:]
+    return result
+
+
 def test_help_is_instant_and_lists_subcommands() -> None:
     started = time.perf_counter()
     result = run("--help")
@@ -24,16 +34,16 @@ def test_help_is_instant_and_lists_subcommands() -> None:
 
 def test_subcommands_take_their_own_flags() -> None:
     for name in ("fit", "augment", "bench", "bench-engine"):
-        result = run(name, "--help")
+        result = run_without_torch(name, "--help")
         assert result.returncode == 0, result.stderr
         assert f"paretorm {name}" in result.stdout
 
 
 def test_bad_serve_settings_exit_2_with_a_fix() -> None:
-    missing = run("serve", "--model", "/no/such/checkpoint")
+    missing = run_without_torch("serve", "--model", "/no/such/checkpoint")
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr and "nothing is downloaded" in missing.stderr
-    budgets = run("serve", "--max-input-tokens", "8192", "--max-batch-tokens", "1024")
+    budgets = run_without_torch("serve", "--max-input-tokens", "8192", "--max-batch-tokens", "1024")
     assert budgets.returncode == 2 and "PARETORM_MAX_BATCH_TOKENS" in budgets.stderr
-    tensor_parallel = run("serve", "--tensor-parallel-size", "2")
+    tensor_parallel = run_without_torch("serve", "--tensor-parallel-size", "2")
     assert tensor_parallel.returncode == 2 and "needs --backend vllm on --device cuda" in tensor_parallel.stderr

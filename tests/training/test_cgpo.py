@@ -70,24 +70,3 @@ def test_cgpo_three_tasks_killed_and_resumed_continues_exactly(
     baselines = json.loads((interrupted / "cgpo_baselines.json").read_text())
     assert baselines["baselines"][0] == "Paris." and baselines["generated"] == len(PROMPTS) - 1
     assert baselines == json.loads((straight / "cgpo_baselines.json").read_text())
-
-
-def test_cgpo_refuses_unknown_judges_and_untasked_prompts(
-    tmp_path: Path, tiny_policy_dir: Path, prompts_file: Path, reward_service: ServiceProcess
-) -> None:
-    import subprocess
-
-    from tests.training.train_process import ENV
-
-    def fails(*extra: str) -> str:
-        command = train_command("cgpo", tmp_path / "bad", tiny_policy_dir, prompts_file, reward_service.url,
-                                "--steps", "1", "--rollout", "generate", *extra)  # fmt: skip
-        result = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=240)
-        assert result.returncode == 2, result.stderr[-2000:]
-        return result.stderr
-
-    assert "not offered by the service" in fails("--judge", "no_such_judge")
-    assert "not a service output" in fails("--judge", "all_lowercase", "--reward", "nope")
-    tasks = tmp_path / "only-chat.json"
-    tasks.write_text(json.dumps({"chat": TASKS["short"]}))
-    assert "that --tasks does not define" in fails("--tasks", str(tasks))
