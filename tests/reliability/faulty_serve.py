@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import service.runtime as runtime_module
-from service.cli import main as cli_main
 
 
 class InjectedFault(RuntimeError):
@@ -70,6 +68,11 @@ class FaultyBackend:
 
 
 def main() -> int:
+    # Imported here, not at the top: the service's judge worker is a spawned process, which imports this
+    # module again, and must stay as light as it is under `paretorm serve` (39 MB, not 360 MB with torch).
+    import service.runtime as runtime_module
+    from service.cli import main as cli_main
+
     control = Path(os.environ["PARETORM_TEST_FAULTS"])
     build_backend = runtime_module.build_backend
     runtime_module.build_backend = lambda settings, loaded: FaultyBackend(build_backend(settings, loaded), control)
