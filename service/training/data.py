@@ -57,11 +57,13 @@ def _row(line: str, where: str) -> PromptRow:
 def read_prompts(path: str | Path) -> list[PromptRow]:
     """Every prompt of a JSONL file (blank lines skipped); errors name the line."""
     path = Path(path)
-    rows = [
-        _row(line, f"{path}:{number}")
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
-        if line.strip()
-    ]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot be read ({error.__class__.__name__}); give a JSONL file with one "
+                          "'prompt' or 'messages' per line") from None  # fmt: skip
+    lines = enumerate(text.splitlines(), start=1)
+    rows = [_row(line, f"{path}:{number}") for number, line in lines if line.strip()]
     if not rows:
         raise ConfigError(f"{path}: no prompts; each line needs 'prompt' or 'messages'")
     return rows

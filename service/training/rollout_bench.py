@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,12 +36,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from service.training.config import SMOLLM2, ConfigError, local_policy_dir
     from service.training.data import read_prompts
+
+    try:  # before torch loads: a wrong path answers at once, in one line
+        if args.policy != SMOLLM2:
+            local_policy_dir(args.policy)
+        rows = read_prompts(args.prompts)[: args.num_prompts]
+    except ConfigError as error:
+        print(f"paretorm bench-rollout: {error}", file=sys.stderr)
+        return 2
     from service.training.policy import load_policy, resolve_policy_dir
     from service.training.rollout import GenerateRollout, Sampling, VllmRollout
 
     policy = load_policy(resolve_policy_dir(args.policy))
-    rows = read_prompts(args.prompts)[: args.num_prompts]
     prompts = [policy.render(row.as_messages(), 512) for row in rows]
     sampling = Sampling(args.max_new_tokens, args.temperature)
     engines = {

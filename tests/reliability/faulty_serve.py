@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 class InjectedFault(RuntimeError):
     """The forward pass failure a test asked for."""
 

@@ -39,6 +39,15 @@ def test_subcommands_take_their_own_flags() -> None:
         assert f"paretorm {name}" in result.stdout
 
 
+def test_bench_rollout_refuses_a_missing_policy_or_prompts_file_in_one_line() -> None:
+    cases = ((["--policy", "/no/such/policy"], "--policy /no/such/policy: not a local model directory"),
+             (["--policy", "smollm2", "--prompts", "/no/such.jsonl"], "/no/such.jsonl: cannot be read"))
+    for args, message in cases:
+        result = run_without_torch("bench-rollout", *args)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.startswith("paretorm bench-rollout: ") and message in result.stderr
+
+
 def test_bad_serve_settings_exit_2_with_a_fix() -> None:
     missing = run_without_torch("serve", "--model", "/no/such/checkpoint")
     assert missing.returncode == 2

@@ -88,6 +88,11 @@ def test_prompts_file_errors_name_the_line(tmp_path: Path) -> None:
     bad.write_text('{"prompt": "fine"}\n{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}\n')
     with pytest.raises(ConfigError, match=r"bad.jsonl:2: 'messages' must end before the response"):
         read_prompts(bad)
+    bad.write_bytes(b'{"prompt": "caf\xe9"}\n')  # Latin-1, not UTF-8
+    with pytest.raises(ConfigError, match=r"bad.jsonl: cannot be read \(UnicodeDecodeError\)"):
+        read_prompts(bad)
+    with pytest.raises(ConfigError, match=r"missing.jsonl: cannot be read \(FileNotFoundError\)"):
+        read_prompts(tmp_path / "missing.jsonl")
 
 
 def test_cursor_resumes_the_same_sequence() -> None:
