@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support.service_process import ServiceProcess
 from tests.training.conftest import PROMPTS
-from tests.training.train_process import (
-    TORCHRUN,
-    metrics,
-    run_train,
-    start_train,
-    train_command,
-    wait_for,
-)
+from tests.training.train_process import TORCHRUN, metrics, run_train, train_command, train_through_outage
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -89,19 +81,9 @@ def test_reward_outage_pauses_the_run_and_loses_no_step(
         out = tmp_path / "outage"
         command = train_command("grpo", out, tiny_policy_dir, prompts_file, service.url, "--steps", "12",
                                 "--rollout", "generate", "--rule-reward", "length:16:0:1", "--weights", "length=1")  # fmt: skip
-        log = tmp_path / "train.log"
-        process = start_train(command, log)
-        wait_for(out / "metrics.jsonl", process)
-        while out.joinpath("metrics.jsonl").read_text().count("\n") < 2:
-            assert process.poll() is None
-            time.sleep(0.05)
-        service.kill()
-        time.sleep(5.0)  # the trainer keeps asking for rewards meanwhile
-        service.start()
-        assert process.wait(timeout=240) == 0, log.read_text()[-3000:]
+        records = train_through_outage(command, out, service, 5.0, tmp_path / "train.log")
     finally:
         service.kill()
-    records = metrics(out)
     assert [r["step"] for r in records] == list(range(1, 13))
     waited = [r["step_s"] for r in records]
     assert max(waited) > 4.0  # one step sat out the outage (inside the client's own retries, or the trainer's)

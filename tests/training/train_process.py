@@ -45,6 +45,25 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=30)
 
 
+def train_through_outage(command: list[str], out: Path, service: Any, outage_s: float, log: Path) -> list[dict]:
+    """Run the trainer `command` (writing to `out`) and kill `service` (a `ServiceProcess`) once two steps are
+    logged; start it again `outage_s` later. The run must finish with exit 0; returns its step records."""
+    process = start_train(command, log)
+    try:
+        wait_for(out / "metrics.jsonl", process)
+        while out.joinpath("metrics.jsonl").read_text().count("\n") < 2:
+            assert process.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.05)
+        service.kill()
+        time.sleep(outage_s)  # the trainer keeps asking for rewards meanwhile
+        service.start()
+        assert process.wait(timeout=240 + 2 * outage_s) == 0, log.read_text()[-3000:]
+    finally:
+        if process.poll() is None:
+            kill(process)
+    return metrics(out)
+
+
 def straight_and_resumed(root: Path, command_for: Any, checkpoint_step: int = 2) -> tuple[Path, Path]:
     """One uninterrupted run, and one SIGKILLed once its step-N checkpoint exists and then `--resume`d.
 
