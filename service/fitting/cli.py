@@ -91,13 +91,14 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from service.fitting.data import DataError
-    from service.fitting.pipeline import run_fitting
-    from service.model.errors import CheckpointError
+    from service.fitting.inputs import check_inputs
 
     try:
+        check_inputs(args.backbone, [args.ratings, args.preferences, args.reference, args.intra_pairs])
+        from service.fitting.pipeline import run_fitting  # torch: only once the paths are there
+
         outcome = run_fitting(config_from_args(args))
-    except (DataError, CheckpointError, ValueError) as exc:
+    except ValueError as exc:  # DataError and CheckpointError too: each message says what to fix
         print(f"paretorm fit: {exc}", file=sys.stderr)  # noqa: T201
         return 2
     summary = {

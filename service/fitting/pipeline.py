@@ -24,6 +24,7 @@ from service.fitting.embed import BackboneEmbedder, Embeddings, cache_key, embed
 from service.fitting.encoding import EncodedItem, encode_conversations
 from service.model.gate_pattern import derive_gate_pattern
 from service.fitting.gating_fit import GatingFitConfig, GatingFitResult, PreferencePairs, build_pairs, fit_gating
+from service.fitting.inputs import check_local_backbone
 from service.fitting.package import assemble_armorm, save_fitted_checkpoint
 from service.fitting.reference import REFERENCE_CORR_THRESHOLD, REFERENCE_LAMBDA_GRID
 from service.fitting.regression import RegressionResult, RidgeConfig, fit_regression_heads
@@ -65,24 +66,6 @@ class FitConfig:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
         check_local_backbone(Path(self.backbone))
-
-
-def check_local_backbone(backbone: Path) -> None:
-    """Refuse anything but a local model directory before any loading: nothing may be downloaded.
-
-    `from_pretrained("meta-llama/...")` would fetch a hub repository (and run whatever it ships); the
-    fitter, like `paretorm serve`, only ever reads a directory the operator put on disk.
-    """
-    if not backbone.is_dir():
-        raise ValueError(
-            f"--backbone {backbone} is not a local directory; paretorm never downloads models. Download the "
-            "backbone yourself (e.g. `huggingface-cli download NAME --local-dir DIR`) and pass --backbone DIR"
-        )
-    if not (backbone / "config.json").is_file():
-        raise ValueError(
-            f"--backbone {backbone} has no config.json; pass the directory that holds the backbone's "
-            "config.json, weights and tokenizer"
-        )
 
 
 @dataclass

@@ -103,10 +103,16 @@ def read_jsonl(path: str | Path, parse: Callable[[Any, int], T], out: list[T], s
     return skipped
 
 
-def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
+def require_file(path: str | Path) -> Path:
+    """``path`` as a `Path`; a `DataError` that says so when no such file exists."""
     p = Path(path)
     if not p.is_file():
         raise DataError(p, None, "file not found; pass an existing JSONL file")
+    return p
+
+
+def _lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    p = require_file(path)
     with p.open(encoding="utf-8") as fh:
         for i, text in enumerate(fh, start=1):
             if text.strip():

@@ -48,6 +48,19 @@ def test_bench_rollout_refuses_a_missing_policy_or_prompts_file_in_one_line() ->
         assert result.stderr.startswith("paretorm bench-rollout: ") and message in result.stderr
 
 
+def test_fit_refuses_a_missing_backbone_or_data_file_before_torch(tmp_path: Path) -> None:
+    backbone = tmp_path / "backbone"
+    backbone.mkdir()
+    (backbone / "config.json").write_text("{}")
+    data = ["--ratings", str(tmp_path / "r.jsonl"), "--preferences", str(tmp_path / "p.jsonl"), "--out",
+            str(tmp_path / "out")]  # fmt: skip
+    no_backbone = run_without_torch("fit", "--backbone", str(tmp_path / "nowhere"), *data)
+    assert no_backbone.returncode == 2 and "is not a local directory" in no_backbone.stderr
+    no_ratings = run_without_torch("fit", "--backbone", str(backbone), *data)
+    assert no_ratings.returncode == 2 and "r.jsonl: file not found" in no_ratings.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_serve_settings_exit_2_with_a_fix() -> None:
     missing = run_without_torch("serve", "--model", "/no/such/checkpoint")
     assert missing.returncode == 2
