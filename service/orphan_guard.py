@@ -59,8 +59,10 @@ def start_time(pid: int) -> int | None:
 
 
 def descendants(pid: int | None = None) -> set[int]:
-    """Every live process below `pid` (this process by default), at any depth."""
+    """Every live process below `pid` (this process by default), at any depth; none without `/proc`."""
     root = os.getpid() if pid is None else pid
+    if not Path("/proc/self/stat").exists():
+        return set()
     parents: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         fields = stat_fields(int(entry.name)) if entry.name.isdigit() else None
@@ -77,10 +79,11 @@ def descendants(pid: int | None = None) -> set[int]:
 
 
 def guard(pids: Iterable[int]) -> Guard | None:
-    """Start a guard that SIGKILLs `pids` once this process is gone; None if there is nothing to guard."""
+    """Start a guard that SIGKILLs `pids` once this process is gone; None if there is nothing to guard (no
+    live pid, or no `/proc` to read start times from)."""
     started = {pid: start_time(pid) for pid in pids}
     targets = [f"{pid}:{tick}" for pid, tick in sorted(started.items()) if tick is not None]
-    if not targets or not Path("/proc/self/stat").exists():
+    if not targets:
         return None
     read_fd, write_fd = os.pipe()  # both ends non-inheritable: only `pass_fds` hands the read end on
     process = subprocess.Popen(

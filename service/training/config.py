@@ -39,6 +39,12 @@ def _positive(name: str, value: float, *, allow_zero: bool = False) -> None:
         raise ConfigError(f"--{name.replace('_', '-')} must be a finite number {bound} (got {value!r})")
 
 
+def check_policy(policy: str) -> None:
+    """``--policy`` is ``smollm2`` (built on first use) or a local model directory (`local_policy_dir`)."""
+    if policy != SMOLLM2:
+        local_policy_dir(policy)
+
+
 def local_policy_dir(policy: str) -> Path:
     """``--policy`` as a local model directory: nothing is downloaded, so a hub id stops the run here."""
     path = Path(policy).expanduser()

@@ -16,7 +16,7 @@ from clients import RewardClient
 from service.training.advantages import objective_weights
 from service.training.cgpo_config import CgpoConfig, assign_tasks
 from service.training.cgpo_feedback import TaskFeedback
-from service.training.config import SMOLLM2, ConfigError, DpaConfig, GrpoConfig, RunConfig, local_policy_dir
+from service.training.config import ConfigError, DpaConfig, GrpoConfig, RunConfig, check_policy
 from service.training.data import read_prompts
 from service.training.offline_config import ModpoConfig
 from service.training.rewards import RewardSource
@@ -26,8 +26,7 @@ from service.training.rule_rewards import parse_rules
 def preflight(run: RunConfig, cfg: Any) -> None:
     """Raise `ConfigError` (or `RewardStop`) for a flag the rewards cannot serve; waits for the service as the
     trainer would (up to ``--outage-timeout-s``)."""
-    if run.policy != SMOLLM2:
-        local_policy_dir(run.policy)
+    check_policy(run.policy)
     if isinstance(cfg, CgpoConfig) and run.reward_url is None:
         raise ConfigError("cgpo needs the reward service: give --reward-url http://host:port")
     client = RewardClient(run.reward_url, api_key=run.api_key) if run.reward_url else None

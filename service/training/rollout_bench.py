@@ -36,12 +36,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from service.training.config import SMOLLM2, ConfigError, local_policy_dir
+    from service.training.config import ConfigError, check_policy
     from service.training.data import read_prompts
 
     try:  # before torch loads: a wrong path answers at once, in one line
-        if args.policy != SMOLLM2:
-            local_policy_dir(args.policy)
+        check_policy(args.policy)
         rows = read_prompts(args.prompts)[: args.num_prompts]
     except ConfigError as error:
         print(f"paretorm bench-rollout: {error}", file=sys.stderr)
